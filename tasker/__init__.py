@@ -1,0 +1,67 @@
+"""tasker: run work concurrently on long-lived, expensive resources.
+
+Each worker owns one resource (a connection, a client, a model) for its whole life;
+the manager queues tasks (priority and main), runs urgent ones at once on a pooled
+resource, replaces sick workers and retries, scales workers with the load, measures
+everything, and shuts down without leaving a caller hanging.
+
+Example:
+    >>> import tasker
+    >>> with tasker.TaskManager(open_conn, on_destroy=close_conn, workers=4) as manager:
+    ...     handle = manager.submit(lambda conn: conn.execute("select 1"))
+    ...     print(handle.result())
+"""
+
+from tasker._context import TaskContext as TaskContext
+from tasker._context import current_task as current_task
+from tasker._errors import ManagerClosed as ManagerClosed
+from tasker._errors import QueueFull as QueueFull
+from tasker._errors import ResourceCreationError as ResourceCreationError
+from tasker._errors import RetriesExhausted as RetriesExhausted
+from tasker._errors import TaskerError as TaskerError
+from tasker._errors import TaskNotFound as TaskNotFound
+from tasker._errors import TaskTimeout as TaskTimeout
+from tasker._handle import TaskHandle as TaskHandle
+from tasker._manager import Logger as Logger
+from tasker._manager import Stats as Stats
+from tasker._manager import TaskManager as TaskManager
+from tasker._metrics import DefaultCollector as DefaultCollector
+from tasker._metrics import Metrics as Metrics
+from tasker._metrics import MetricsCollector as MetricsCollector
+from tasker._metrics import NullCollector as NullCollector
+from tasker._metrics import TaskTimestamps as TaskTimestamps
+from tasker._scaling import DefaultScalingPolicy as DefaultScalingPolicy
+from tasker._scaling import ScalingDecision as ScalingDecision
+from tasker._scaling import ScalingPolicy as ScalingPolicy
+from tasker._scaling import ScalingSample as ScalingSample
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "DefaultCollector",
+    "DefaultScalingPolicy",
+    "Logger",
+    "ManagerClosed",
+    # metrics
+    "Metrics",
+    "MetricsCollector",
+    "NullCollector",
+    "QueueFull",
+    "ResourceCreationError",
+    "RetriesExhausted",
+    "ScalingDecision",
+    # scaling
+    "ScalingPolicy",
+    "ScalingSample",
+    "Stats",
+    "TaskContext",
+    "TaskHandle",
+    # the manager and its tasks
+    "TaskManager",
+    "TaskNotFound",
+    "TaskTimeout",
+    "TaskTimestamps",
+    # errors
+    "TaskerError",
+    "current_task",
+]

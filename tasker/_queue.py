@@ -1,0 +1,219 @@
+"""TaskQueue: the priority and main queues, the bound, and idle workers waiting on them.
+
+Producers append under ``_lock``; workers pop from the two deques *without* it while
+there is work (``deque.popleft`` is atomic), and take the lock only to go idle. That
+keeps the lock off the hot path without losing a wake-up:
+
+- a worker going idle pushes its :class:`IdleSlot` on ``_idle`` and re-checks both
+  deques under the lock before it sleeps;
+- a producer appends under the lock and then wakes the top idle slot, if any.
+
+Idle workers form a stack, so the most recently active worker is woken first. Under a
+light load the same few workers do the work and the rest stay idle long enough for the
+scaling policy to retire them; a FIFO wake-up would spread a trickle of tasks over
+every worker and keep all of them looking busy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from tasker._errors import ManagerClosed, QueueFull
+from tasker._handle import TaskHandle
+
+__all__ = ["IdleSlot", "TaskQueue"]
+
+Handle = TaskHandle[Any]
+
+
+class IdleSlot:
+    """One worker's place in the idle stack: a binary semaphore it sleeps on."""
+
+    __slots__ = ("_sem", "idle_since", "retire")
+
+    def __init__(self) -> None:
+        self._sem = threading.Lock()
+        self._sem.acquire()  # held = "nobody has woken me"
+        self.idle_since: float | None = None
+        self.retire = False
+
+    def sleep(self) -> None:
+        self._sem.acquire()
+
+    def wake(self) -> None:
+        self._sem.release()
+
+
+class TaskQueue:
+    """Priority and main FIFO queues with an optional bound on waiting tasks."""
+
+    def __init__(self, maxsize: int, clock: Any) -> None:
+        self.maxsize = maxsize
+        self.prio: deque[Handle] = deque()
+        self.main: deque[Handle] = deque()
+        self._lock = threading.Lock()
+        self._not_full = threading.Condition(self._lock)
+        self._idle: list[IdleSlot] = []
+        self.put_waiters = 0
+        self._refusal: str | None = None
+        self.draining = False
+        self.killed = False
+        self._clock = clock
+
+    def __len__(self) -> int:
+        return len(self.prio) + len(self.main)
+
+    @property
+    def idle_workers(self) -> int:
+        return len(self._idle)
+
+    # -- producers ------------------------------------------------------------------------
+
+    def _wait_for_room(self, need: int, block: bool, timeout: float | None) -> None:
+        """With ``_lock`` held: wait until ``need`` more tasks fit under the bound."""
+        if self._refusal is not None:
+            raise ManagerClosed(self._refusal)
+        if not self.maxsize:
+            return
+        deadline = None if timeout is None else self._clock() + timeout
+        while len(self.prio) + len(self.main) + need > self.maxsize:
+            if not block:
+                raise QueueFull(f"task queue is full (queue_size={self.maxsize})")
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise QueueFull(
+                    f"task queue is still full after {timeout} s (queue_size={self.maxsize})"
+                )
+            self.put_waiters += 1
+            try:
+                self._not_full.wait(remaining)
+            finally:
+                self.put_waiters -= 1
+            if self._refusal is not None:
+                raise ManagerClosed(self._refusal)
+
+    def put(
+        self, handle: Handle, priority: bool, block: bool = True, timeout: float | None = None
+    ) -> None:
+        """Queue one task, waiting for room when bounded (unless ``block`` is False).
+
+        Raises:
+            ManagerClosed: The queue was closed before or while waiting.
+            QueueFull: ``block`` is False (or ``timeout`` passed) and the queue is full.
+        """
+        with self._lock:
+            self._wait_for_room(1, block, timeout)
+            (self.prio if priority else self.main).append(handle)
+            if self._idle:
+                self._idle.pop().wake()
+
+    def put_many(self, handles: Iterable[tuple[Handle, bool]]) -> None:
+        """Queue several tasks in as few lock rounds as the bound allows."""
+        pending = list(handles)
+        start = 0
+        while start < len(pending):
+            with self._lock:
+                room = len(pending) - start
+                if self.maxsize:
+                    self._wait_for_room(1, True, None)
+                    room = min(room, self.maxsize - len(self.prio) - len(self.main))
+                elif self._refusal is not None:
+                    raise ManagerClosed(self._refusal)
+                for handle, priority in pending[start : start + room]:
+                    (self.prio if priority else self.main).append(handle)
+                start += room
+                for _ in range(min(room, len(self._idle))):
+                    self._idle.pop().wake()
+
+    def put_front(self, handle: Handle) -> bool:
+        """Put a task back at the very front (a health retry). Ignores the bound.
+
+        Returns False if the queue was killed; the caller must then cancel the task.
+        """
+        with self._lock:
+            if self.killed:
+                return False
+            self.prio.appendleft(handle)
+            if self._idle:
+                self._idle.pop().wake()
+            return True
+
+    # -- consumers ------------------------------------------------------------------------
+
+    def notify_not_full(self) -> None:
+        """Tell one producer blocked on the bound that a slot freed up."""
+        with self._lock:
+            self._not_full.notify()
+
+    def wait_for_task(self, slot: IdleSlot) -> Handle | None:
+        """Slow path of a worker's pop: sleep until a task arrives or it must exit.
+
+        Returns None when the worker should exit: retired, killed, or draining with
+        nothing left.
+        """
+        while True:
+            with self._lock:
+                if slot.retire or self.killed:
+                    return None
+                if self.prio or self.main:
+                    handle = self.prio.popleft() if self.prio else self.main.popleft()
+                    if self.put_waiters:
+                        self._not_full.notify()
+                    return handle
+                if self.draining:
+                    return None
+                slot.idle_since = self._clock()
+                self._idle.append(slot)
+            slot.sleep()
+            slot.idle_since = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def retire(self, slot: IdleSlot) -> None:
+        """Ask the worker owning ``slot`` to exit after its current task."""
+        with self._lock:
+            slot.retire = True
+            if slot in self._idle:
+                self._idle.remove(slot)
+                slot.wake()
+
+    def close(self, reason: str) -> None:
+        """Refuse new tasks; workers drain what is queued, then exit."""
+        with self._lock:
+            self._refusal = reason
+            self.draining = True
+            self._wake_everyone_locked()
+
+    def kill(self, reason: str) -> list[Handle]:
+        """Refuse new tasks, empty both queues and return what was in them."""
+        with self._lock:
+            self._refusal = reason
+            self.draining = True
+            self.killed = True
+            taken = [*self.prio, *self.main]
+            self.prio.clear()
+            self.main.clear()
+            self._wake_everyone_locked()
+            return taken
+
+    def _wake_everyone_locked(self) -> None:
+        while self._idle:
+            self._idle.pop().wake()
+        self._not_full.notify_all()
+
+    def wake_idle(self) -> None:
+        """Wake every idle worker so it re-checks whether it should exit."""
+        with self._lock:
+            while self._idle:
+                self._idle.pop().wake()
+
+    def sweep(self) -> list[Handle]:
+        """Take whatever is left after every worker exited (should be nothing)."""
+        with self._lock:
+            taken = [*self.prio, *self.main]
+            self.prio.clear()
+            self.main.clear()
+            return taken

@@ -1,0 +1,134 @@
+"""Helpers for testing code that uses tasker (and tasker itself).
+
+- :class:`FakeClock`: a monotonic clock that moves only when told, for exact tests of
+  metric windows, rates and policies.
+- :func:`wait_until`: wait for a condition with a deadline instead of sleeping and
+  hoping.
+- :class:`Resources`: ``on_create``/``on_destroy`` that count what they made and can be
+  told to fail, to check that nothing leaks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+
+__all__ = ["FakeClock", "Resource", "Resources", "wait_until"]
+
+
+class FakeClock:
+    """A clock for tests: call it for the time; ``advance`` moves it.
+
+    Example:
+        >>> clock = FakeClock()
+        >>> collector = tasker.DefaultCollector(clock=clock)
+        >>> clock.advance(1.5)
+        >>> clock()
+        1001.5
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds`` and return the new time."""
+        if seconds < 0:
+            raise ValueError(f"a monotonic clock cannot go back (got seconds={seconds!r})")
+        with self._lock:
+            self._now += seconds
+            return self._now
+
+    def set(self, now: float) -> None:
+        """Jump to ``now`` (not earlier than the current time)."""
+        with self._lock:
+            if now < self._now:
+                raise ValueError(f"a monotonic clock cannot go back (got {now} < {self._now})")
+            self._now = now
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:
+    """Return as soon as ``predicate()`` is true; raise ``AssertionError`` after ``timeout``.
+
+    Polls with a short, growing pause. For conditions that nothing can signal directly
+    (a thread exiting, a counter reaching a value).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while not predicate():
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s: {predicate}")
+        time.sleep(pause)
+        pause = min(pause * 2, 0.02)
+
+
+class Resource:
+    """A fake resource made by :class:`Resources`."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.thread = threading.current_thread().name
+        self.destroyed = False
+
+    def __repr__(self) -> str:
+        return f"<Resource {self.number}{' destroyed' if self.destroyed else ''}>"
+
+
+class Resources:
+    """Counting ``on_create``/``on_destroy`` with fault injection.
+
+    Args:
+        fail_creates: Make the n-th calls of ``create`` (1-based) raise.
+        fail_destroys: Make every ``destroy`` raise (after counting it).
+
+    Example:
+        >>> res = Resources()
+        >>> manager = tasker.TaskManager(res.create, on_destroy=res.destroy)
+        >>> manager.stop()
+        >>> assert res.created == res.destroyed
+    """
+
+    def __init__(
+        self, *, fail_creates: set[int] | None = None, fail_destroys: bool = False
+    ) -> None:
+        self._lock = threading.Lock()
+        self._calls = itertools.count(1)
+        self.fail_creates = set(fail_creates or ())
+        self.fail_destroys = fail_destroys
+        self.made: list[Resource] = []
+        self.destroyed_list: list[Resource] = []
+
+    def create(self) -> Resource:
+        call = next(self._calls)
+        if call in self.fail_creates:
+            raise ConnectionError(f"cannot create resource (call {call})")
+        resource = Resource(call)
+        with self._lock:
+            self.made.append(resource)
+        return resource
+
+    def destroy(self, resource: Resource) -> None:
+        with self._lock:
+            if resource.destroyed:
+                raise AssertionError(f"{resource!r} destroyed twice")
+            resource.destroyed = True
+            self.destroyed_list.append(resource)
+        if self.fail_destroys:
+            raise OSError(f"cannot close {resource!r}")
+
+    @property
+    def created(self) -> int:
+        return len(self.made)
+
+    @property
+    def destroyed(self) -> int:
+        return len(self.destroyed_list)
+
+    @property
+    def live(self) -> int:
+        return self.created - self.destroyed
