@@ -29,26 +29,50 @@ class BurstManager:
         self._policy = policy
         self._interval = interval
         self._stopped = threading.Event()
+        self._nudged = threading.Event()
+        # An arrival that finds every worker busy may trigger a round early, but at most
+        # one extra round per min_gap, so a saturated pool does not spin.
+        self._min_gap = interval / 4
         self._thread = threading.Thread(target=self._run, name=f"{manager.name}-burst", daemon=True)
         self._last: tuple[float, int, int] | None = None
 
     def start(self) -> None:
+        m = self._manager
+        metrics = m._collector.metrics()
+        # A baseline now, so the very first round already measures rates.
+        self._last = (m._clock(), metrics.total_arrived, metrics.total_completed + metrics.total_failed)
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
+        self._nudged.set()
+
+    def nudge(self) -> None:
+        """Ask for a round now (called by the queue when tasks wait for a worker)."""
+        self._nudged.set()
 
     def join(self) -> None:
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join()
 
     def _run(self) -> None:
-        log = self._manager._log
-        while not self._stopped.wait(self._interval):
+        m = self._manager
+        last = m._clock()
+        while True:
+            nudged = self._nudged.wait(max(0.0, last + self._interval - m._clock()))
+            if self._stopped.is_set():
+                return
+            if nudged:
+                gap = last + self._min_gap - m._clock()
+                if gap > 0 and self._stopped.wait(gap):
+                    return
+            self._nudged.clear()
+            m._queue.rearm_starved()
             try:
                 self.tick()
             except Exception:
-                log.exception("burst manager of %r failed a scaling round", self._manager.name)
+                m._log.exception("burst manager of %r failed a scaling round", m.name)
+            last = m._clock()
 
     def sample(self) -> ScalingSample:
         """Measure the manager now."""

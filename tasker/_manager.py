@@ -225,6 +225,7 @@ class TaskManager(Generic[R, E]):
             self._abort_start(failed.creation_error, f"worker {failed.id}'s resource")
         if self._burst_interval > 0 and self._max > self._base:
             self._burst = BurstManager(self, self._policy, self._burst_interval)
+            self._queue.on_starved = self._burst.nudge
             self._burst.start()
         _live_managers.add(self)
         self._log.info(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from tasker._errors import ManagerClosed, QueueFull
@@ -62,6 +62,10 @@ class TaskQueue:
         self.draining = False
         self.killed = False
         self._clock = clock
+        # Called (once until re-armed) when a task arrives and no worker is idle, so the
+        # burst manager can react before its next interval. None: nobody to tell.
+        self.on_starved: Callable[[], None] | None = None
+        self._starved_signalled = False
 
     def __len__(self) -> int:
         return len(self.prio) + len(self.main)
@@ -109,6 +113,13 @@ class TaskQueue:
             (self.prio if priority else self.main).append(handle)
             if self._idle:
                 self._idle.pop().wake()
+            elif self.on_starved is not None and not self._starved_signalled:
+                self._starved_signalled = True
+                self.on_starved()
+
+    def rearm_starved(self) -> None:
+        """Let the next arrival that finds no idle worker signal ``on_starved`` again."""
+        self._starved_signalled = False
 
     def put_many(self, handles: Iterable[tuple[Handle, bool]]) -> None:
         """Queue several tasks in as few lock rounds as the bound allows."""

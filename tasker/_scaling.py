@@ -82,8 +82,9 @@ class DefaultScalingPolicy:
     Each interval it wants ``ceil(arrival_rate * execution_time + backlog *
     execution_time / drain_time)`` workers: enough to keep up with arrivals, plus
     enough to drain what waits within ``drain_time`` seconds. When tasks wait and every
-    worker is busy it adds at least one worker, also before any run has finished
-    (zero measured throughput). A burst worker is retired only once it has been idle
+    worker is busy it adds at least one worker; before any run has finished (zero
+    measured throughput) it gives every waiting task a worker, since tasks that have
+    not finished within an interval are slow ones. A burst worker is retired only once it has been idle
     for ``hold`` seconds and the backlog is empty, so a flapping load does not thrash.
 
     Args:
@@ -93,7 +94,7 @@ class DefaultScalingPolicy:
     """
 
     def __init__(
-        self, *, hold: float = 2.0, drain_time: float = 0.5, max_step: int | None = None
+        self, *, hold: float = 2.0, drain_time: float = 0.1, max_step: int | None = None
     ) -> None:
         if not hold >= 0:
             raise ValueError(f"hold must be >= 0 seconds (got hold={hold!r})")
@@ -112,7 +113,8 @@ class DefaultScalingPolicy:
             drain = s.backlog * s.execution_time / self.drain_time
             want = math.ceil(demand + drain - 1e-9)
         else:
-            want = s.busy_workers
+            # Nothing finished yet, so the tasks are slow: give each waiting task a worker.
+            want = s.busy_workers + s.backlog
         if s.backlog and not s.idle_workers:
             want = max(want, s.active_workers + 1)
         return want
