@@ -30,10 +30,15 @@ from tasker._metrics import Metrics as Metrics
 from tasker._metrics import MetricsCollector as MetricsCollector
 from tasker._metrics import NullCollector as NullCollector
 from tasker._metrics import TaskTimestamps as TaskTimestamps
+from tasker._retry import RetryPolicy as RetryPolicy
+from tasker._retry import RetryStrategy as RetryStrategy
 from tasker._scaling import DefaultScalingPolicy as DefaultScalingPolicy
 from tasker._scaling import ScalingDecision as ScalingDecision
 from tasker._scaling import ScalingPolicy as ScalingPolicy
 from tasker._scaling import ScalingSample as ScalingSample
+from tasker._schedule import Schedule as Schedule
+from tasker._state import TaskInfo as TaskInfo
+from tasker._state import TaskState as TaskState
 
 __version__ = "0.1.0.dev0"
 

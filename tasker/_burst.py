@@ -40,7 +40,11 @@ class BurstManager:
         m = self._manager
         metrics = m._collector.metrics()
         # A baseline now, so the very first round already measures rates.
-        self._last = (m._clock(), metrics.total_arrived, metrics.total_completed + metrics.total_failed)
+        self._last = (
+            m._clock(),
+            metrics.total_arrived,
+            metrics.total_completed + metrics.total_failed,
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -88,7 +92,8 @@ class BurstManager:
                 arrival_rate = (metrics.total_arrived - arrived) / elapsed
                 completion_rate = (ended - done) / elapsed
         self._last = (now, metrics.total_arrived, ended)
-        live = list(m._live.values())
+        # A retired worker may still be finishing its exit: it no longer counts.
+        live = [w for w in list(m._live.values()) if not w.slot.retire]
         idle = [
             (w.id, now - since)
             for w in live

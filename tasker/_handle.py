@@ -33,8 +33,12 @@ from concurrent.futures._base import (
 from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from tasker._state import TRANSITIONS, TaskState
+
 if TYPE_CHECKING:
     from concurrent.futures._base import _Waiter
+
+    from tasker._retry import RetryPolicy
 
 __all__ = ["TaskHandle"]
 
@@ -72,6 +76,10 @@ class TaskHandle(Future[E], Generic[E]):
         once: bool = False,
         prefix: str = "",
         queued_at: float = 0.0,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        phase: TaskState = TaskState.QUEUED,
     ) -> None:
         # Deliberately not calling Future.__init__: see the module docstring.
         self._state = PENDING
@@ -84,8 +92,16 @@ class TaskHandle(Future[E], Generic[E]):
         self._seq = next(_ids)
         self._prefix = prefix
         self.attempts = 0
-        self._queued_at = queued_at
+        self._submitted_at = self._queued_at = queued_at
         self._started_at = 0.0
+        self._finished_at = 0.0
+        self._name = name
+        self._timeout = timeout
+        self._retry = retry
+        self._retries = 0  # retries granted by the RetryPolicy so far
+        self._last_error: BaseException | None = None
+        self._phase = phase  # which waiting state, while the Future is PENDING
+        self._claimed = 0  # the attempt whose outcome was claimed (timeouts only)
 
     # -- identity -------------------------------------------------------------------------
 
@@ -93,6 +109,25 @@ class TaskHandle(Future[E], Generic[E]):
     def id(self) -> str:
         """Unique id of the task, stable from submission to its end."""
         return f"{self._prefix}{self._seq}"
+
+    @property
+    def name(self) -> str | None:
+        """The task's name: the ``name=`` it was given, else its function's name."""
+        if self._name is not None:
+            return self._name
+        return getattr(self._fn, "__qualname__", None) or getattr(self._fn, "__name__", None)
+
+    @property
+    def state(self) -> TaskState:
+        """The task's :class:`TaskState` now."""
+        state = self._state
+        if state == PENDING:
+            return self._phase
+        if state == RUNNING:
+            return TaskState.RUNNING
+        if state == FINISHED:
+            return TaskState.COMPLETED if self._exception is None else TaskState.FAILED
+        return TaskState.CANCELLED
 
     # -- lazily built stdlib internals --------------------------------------------------
 
@@ -271,12 +306,35 @@ class TaskHandle(Future[E], Generic[E]):
                 self._notify_locked(cancelled=True)
         return True
 
-    def _back_to_pending(self) -> bool:
-        """Return a running task to PENDING so it can be queued again (health retry)."""
+    def _move(self, to: TaskState) -> bool:
+        """Move between waiting states (SCHEDULED/RETRYING → QUEUED, RUNNING → RETRYING).
+
+        Returns False, changing nothing, if the move is not in ``TRANSITIONS`` from the
+        current state (e.g. the task was cancelled meanwhile).
+        """
         with self._lock:
-            if self._state != RUNNING:
+            current = self.state
+            if to not in TRANSITIONS[current]:
                 return False
-            self._state = PENDING
+            if current is TaskState.RUNNING:
+                if to is not TaskState.RETRYING:
+                    return False  # finishing goes through set_result/set_exception
+                self._state = PENDING
+            elif to not in (TaskState.QUEUED, TaskState.RETRYING):
+                return False  # cancelling goes through cancel()
+            self._phase = to
+            return True
+
+    def _claim(self, attempt: int) -> bool:
+        """Claim the outcome of run ``attempt``: True for the first caller only.
+
+        A run with a timeout has two parties that may end it, the worker (it returned)
+        and the timer (the deadline passed); exactly one of them wins.
+        """
+        with self._lock:
+            if self._claimed >= attempt:
+                return False
+            self._claimed = attempt
             return True
 
     def _fail_if_pending(self, exception: BaseException) -> bool:

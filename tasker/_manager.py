@@ -21,21 +21,28 @@ from __future__ import annotations
 import atexit
 import enum
 import logging
+import random
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from tasker._burst import BurstManager
 from tasker._context import _local, _set_runner
 from tasker._errors import ManagerClosed, ResourceCreationError
 from tasker._handle import TaskHandle
+from tasker._lifecycle import Lifecycle
 from tasker._metrics import DefaultCollector, Metrics, MetricsCollector, TaskTimestamps
 from tasker._queue import TaskQueue
+from tasker._registry import TaskRegistry
 from tasker._resources import ResourcePool
+from tasker._retry import RetryPolicy
 from tasker._scaling import DefaultScalingPolicy, ScalingPolicy
+from tasker._schedule import Schedule, cron_next, interval_next
+from tasker._state import TaskInfo, TaskState
 from tasker._validate import check_callable, check_int, check_seconds
 from tasker._worker import Worker, WorkerKind
 
@@ -59,7 +66,11 @@ class Logger(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Stats:
-    """Point-in-time counts (see ``TaskManager.stats``)."""
+    """Point-in-time counts (see ``TaskManager.stats``).
+
+    ``queued_tasks`` counts the main queue only, ``priority_tasks`` the priority queue;
+    ``scheduled_tasks`` wait for their due time, ``retrying_tasks`` for their backoff.
+    """
 
     base_workers: int
     active_workers: int
@@ -68,6 +79,8 @@ class Stats:
     queued_tasks: int
     priority_tasks: int
     available_resources: int
+    scheduled_tasks: int = 0
+    retrying_tasks: int = 0
 
 
 class _State(enum.Enum):
@@ -115,7 +128,10 @@ class TaskManager(Generic[R, E]):
         collector: A :class:`MetricsCollector` (default :class:`DefaultCollector`).
         name: Label for threads, logs, task ids and metrics.
         scaling_policy: A :class:`ScalingPolicy` (default :class:`DefaultScalingPolicy`).
-        clock: Monotonic seconds, for the default collector and the burst manager.
+        retry: Default :class:`RetryPolicy` for the tasks' own errors (default: none).
+        status_retention: How many finished tasks ``status()`` remembers (>= 0).
+        clock: Monotonic seconds, for metrics, bursting, timeouts and schedules.
+        rng: Random source for retry jitter (inject a seeded one in tests).
 
     Raises:
         TypeError, ValueError: An argument is invalid; the message names it.
@@ -142,7 +158,10 @@ class TaskManager(Generic[R, E]):
         collector: MetricsCollector | None = None,
         name: str = "tasker",
         scaling_policy: ScalingPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        status_retention: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
     ) -> None:
         self._on_create = check_callable("on_create", on_create)
         self._on_destroy = check_callable("on_destroy", on_destroy, optional=True)
@@ -178,7 +197,9 @@ class TaskManager(Generic[R, E]):
                 f"(record_arrival, record_completion, ..., metrics) (got collector={collector!r})"
             )
         self._collector: MetricsCollector = collector
-        if not isinstance(name, str) or not name:
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a non-empty str (got name={name!r})")
+        if not name:
             raise ValueError(f"name must be a non-empty str (got name={name!r})")
         self.name = name
         if scaling_policy is not None and not isinstance(scaling_policy, ScalingPolicy):
@@ -187,8 +208,14 @@ class TaskManager(Generic[R, E]):
                 f"(got scaling_policy={scaling_policy!r})"
             )
         self._policy: ScalingPolicy = scaling_policy or DefaultScalingPolicy()
+        self._retry = _check_retry(retry)
+        check_int("status_retention", status_retention, minimum=0)
 
         self._prefix = f"{name}-"
+        self._wall_offset = time.time() - clock()
+        self._registry = TaskRegistry(status_retention, self._prefix, self._to_wall)
+        self._lifecycle = Lifecycle(self, rng)
+        self._timer = self._lifecycle.timer
         self._queue = TaskQueue(queue_size, clock)
         self._pool: ResourcePool[R] = ResourcePool()
         self._lock = threading.Lock()
@@ -197,6 +224,10 @@ class TaskManager(Generic[R, E]):
         self._live: dict[int, Worker[R]] = {}
         self._exited: list[threading.Thread] = []
         self._inline: set[_InlineRunner] = set()
+        self._abandoned: dict[int, Worker[R]] = {}  # stuck in a timed-out task
+        self._pool_missing = 0  # pool resources lost to failed refills
+        self._finishing = False  # one caller of stop()/kill() does the final clean-up
+        self._finisher: threading.Thread | None = None
         self._next_worker = 0
         self._killed = threading.Event()
         self._created = 0
@@ -268,9 +299,18 @@ class TaskManager(Generic[R, E]):
         if replacement is not None:
             self._log.info("worker %s replaced by worker %s", worker.id, replacement.id)
 
+    def _abandon(self, worker: Worker[R]) -> None:
+        """A worker is stuck in a timed-out task: stop counting it and replace it."""
+        with self._lock:
+            if self._live.pop(worker.id, None) is None:
+                return
+            self._abandoned[worker.id] = worker
+        self._replace(worker)
+
     def _worker_exited(self, worker: Worker[R]) -> None:
         with self._lock:
             self._live.pop(worker.id, None)
+            self._abandoned.pop(worker.id, None)
             self._exited.append(worker.thread)
             self._changed.notify_all()
 
@@ -307,46 +347,210 @@ class TaskManager(Generic[R, E]):
     def _finish_orphan(self, handle: TaskHandle[Any]) -> None:
         if not handle.done():
             handle.set_exception(RuntimeError(f"tasker worker crashed running task {handle.id}"))
+            self._registry.finished(handle)
+
+    def _cancel_waiting(self, handle: TaskHandle[Any]) -> None:
+        """Cancel a task that is not running (queued, scheduled or retrying)."""
+        if handle._cancel_and_notify():
+            self._collector.record_cancel()
+            self._registry.finished(handle)
+
+    def _to_wall(self, t: float) -> float:
+        """Clock seconds to UNIX time."""
+        return t + self._wall_offset
 
     # -- submitting -----------------------------------------------------------------------
 
     def _refusal(self, what: str) -> ManagerClosed:
         return ManagerClosed(f"task manager {self.name!r} is shutting down: cannot {what}")
 
+    def _handle(
+        self,
+        fn: Callable[[R], E],
+        priority: bool,
+        once: bool,
+        name: str | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        phase: TaskState | None = TaskState.QUEUED,
+    ) -> TaskHandle[E]:
+        if not callable(fn):
+            raise TypeError(f"fn must be callable (got fn={fn!r})")
+        if timeout is not None:
+            timeout = check_seconds("timeout", timeout)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str or None (got name={name!r})")
+        if phase is None:  # validation only (a schedule checks its options up front)
+            _check_retry(retry)
+            return None  # type: ignore[return-value]
+        handle: TaskHandle[E] = TaskHandle(
+            fn,
+            priority=priority,
+            once=once,
+            prefix=self._prefix,
+            queued_at=self._clock(),
+            name=name,
+            timeout=timeout,
+            retry=self._retry if retry is None else _check_retry(retry),
+            phase=phase,
+        )
+        self._registry.add(handle)
+        return handle
+
     def submit(
-        self, fn: Callable[[R], E], *, priority: bool = False, once: bool = False
+        self,
+        fn: Callable[[R], E],
+        *,
+        priority: bool = False,
+        once: bool = False,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> TaskHandle[E]:
         """Queue ``fn(resource)`` and return its handle at once.
 
         Blocks only when ``queue_size`` is set and the queue is full, until there is
-        room. ``priority=True`` puts it in the priority queue; ``once=True`` means it
-        is never re-run after an unhealthy failure (at-most-once).
+        room.
+
+        Args:
+            fn: The task; called with the worker's resource.
+            priority: Use the priority queue (runs before waiting main-queue tasks).
+            once: Never re-run after an unhealthy failure (at-most-once).
+            name: A label for logs and ``status()`` (default: the function's name).
+            timeout: Seconds one run may take; past it the task's ``cancelled`` event
+                is set, the caller gets :class:`TaskTimeout` (unless ``retry`` runs it
+                again) and a fresh worker takes the stuck one's place.
+            retry: A :class:`RetryPolicy` for the task's own errors (default: the
+                manager's ``retry``).
 
         Raises:
             ManagerClosed: The manager is stopping or stopped (also if it closes while
                 this call waits for room).
         """
-        if not callable(fn):
-            raise TypeError(f"fn must be callable (got fn={fn!r})")
-        handle: TaskHandle[E] = TaskHandle(
-            fn, priority=priority, once=once, prefix=self._prefix, queued_at=self._clock()
-        )
+        handle = self._handle(fn, priority, once, name, timeout, retry)
         self._queue.put(handle, priority)
         self._collector.record_arrival()
         return handle
 
     def try_submit(
-        self, fn: Callable[[R], E], *, priority: bool = False, once: bool = False
+        self,
+        fn: Callable[[R], E],
+        *,
+        priority: bool = False,
+        once: bool = False,
+        name: str | None = None,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
     ) -> TaskHandle[E]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for room."""
-        if not callable(fn):
-            raise TypeError(f"fn must be callable (got fn={fn!r})")
-        handle: TaskHandle[E] = TaskHandle(
-            fn, priority=priority, once=once, prefix=self._prefix, queued_at=self._clock()
-        )
+        handle = self._handle(fn, priority, once, name, timeout, retry)
         self._queue.put(handle, priority, block=False)
         self._collector.record_arrival()
         return handle
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def schedule(self, fn: Callable[[R], E], delay: float, **options: Any) -> TaskHandle[E]:
+        """Queue ``fn`` after ``delay`` seconds; returns its handle, in state SCHEDULED.
+
+        ``options`` are those of :meth:`submit`. The handle's id is the task's id
+        throughout. ``stop()`` cancels it if it is not due yet; so does ``kill()``.
+        """
+        delay = check_seconds("delay", delay, allow_zero=True)
+        return self._schedule_handle(fn, self._clock() + delay, options)
+
+    def schedule_at(
+        self, fn: Callable[[R], E], when: datetime | float, **options: Any
+    ) -> TaskHandle[E]:
+        """Queue ``fn`` at ``when``: an aware ``datetime`` or a UNIX timestamp.
+
+        A time in the past queues it at once.
+
+        Raises:
+            ValueError: ``when`` is a naive datetime (its time zone would be a guess).
+        """
+        if isinstance(when, datetime):
+            if when.tzinfo is None or when.utcoffset() is None:
+                raise ValueError(
+                    f"when must be a timezone-aware datetime (got naive {when!r}); a naive "
+                    "time is ambiguous, e.g. use datetime.now(UTC) or .replace(tzinfo=...)"
+                )
+            timestamp = when.timestamp()
+        elif isinstance(when, int | float) and not isinstance(when, bool):
+            timestamp = float(when)
+        else:
+            raise TypeError(
+                f"when must be an aware datetime or a UNIX timestamp (got when={when!r})"
+            )
+        due = self._clock() + max(0.0, timestamp - self._to_wall(self._clock()))
+        return self._schedule_handle(fn, due, options)
+
+    def _schedule_handle(
+        self, fn: Callable[[R], E], due: float, options: dict[str, Any]
+    ) -> TaskHandle[E]:
+        handle = self._handle(fn, phase=TaskState.SCHEDULED, **_submit_options(options))
+        try:
+            self._lifecycle.schedule(handle, due)
+        except ManagerClosed:
+            self._registry.finished(handle)
+            raise
+        return handle
+
+    def schedule_recurring(
+        self, fn: Callable[[R], E], interval: float, *, overlap: bool = False, **options: Any
+    ) -> Schedule:
+        """Run ``fn`` every ``interval`` seconds, the first run one interval from now.
+
+        Each run is its own task (``options`` as for :meth:`submit`). A run due while the
+        previous one is still queued or running is skipped unless ``overlap=True``; runs
+        missed while the process was busy are not replayed. Ends on ``cancel()``,
+        ``stop()`` or ``kill()``.
+        """
+        interval = check_seconds("interval", interval)
+        return self._add_schedule(fn, interval_next(interval), overlap, options)
+
+    def schedule_cron(
+        self,
+        fn: Callable[[R], E],
+        expr: str,
+        *,
+        overlap: bool = False,
+        tz: tzinfo = UTC,
+        **options: Any,
+    ) -> Schedule:
+        """Run ``fn`` at the times a cron expression matches (in ``tz``, default UTC).
+
+        Needs ``cronsim`` (``pip install 'tasker-pool[cron]'``).
+
+        Raises:
+            ValueError: ``expr`` is not a valid cron expression (with the parser's reason).
+        """
+        if not isinstance(tz, tzinfo):
+            raise TypeError(f"tz must be a datetime.tzinfo (got tz={tz!r})")
+        return self._add_schedule(fn, cron_next(expr, tz, self._to_wall), overlap, options)
+
+    def _add_schedule(
+        self, fn: Callable[[R], E], next_due: Any, overlap: bool, options: dict[str, Any]
+    ) -> Schedule:
+        checked = _submit_options(options)
+        self._handle(fn, phase=None, **checked)  # validate now, not at the first run
+        schedule = Schedule(self, fn, checked, next_due, bool(overlap))
+        self._lifecycle.add_schedule(schedule)
+        return schedule
+
+    def _forget_schedule(self, schedule: Schedule) -> None:
+        self._lifecycle.forget_schedule(schedule)
+
+    def status(self, task_id: str) -> TaskInfo:
+        """Return a :class:`TaskInfo` snapshot of the task with id ``task_id``.
+
+        Live tasks are always known; finished ones for the last ``status_retention``.
+        Keeps answering during and after ``stop()``/``kill()``.
+
+        Raises:
+            TaskNotFound: The id is unknown, or finished too long ago.
+        """
+        return self._registry.info(self._registry.get(task_id))
 
     def queue_task(self, fn: Callable[[R], E]) -> E:
         """Queue ``fn(resource)``, wait, and return its result (or raise its error)."""
@@ -389,9 +593,11 @@ class TaskManager(Generic[R, E]):
         if not callable(fn):
             raise TypeError(f"fn must be callable (got fn={fn!r})")
         handle: TaskHandle[E] = TaskHandle(fn, prefix=self._prefix, queued_at=self._clock())
+        self._registry.add(handle)
         runner = _InlineRunner(self, handle)
         with self._lock:
             if self._state is not _State.RUNNING:
+                self._registry.finished(handle)
                 raise self._refusal("run task")
             self._inline.add(runner)
         try:
@@ -407,32 +613,42 @@ class TaskManager(Generic[R, E]):
             try:
                 resource = self._on_create()
             except BaseException as exc:
+                self._registry.finished(handle)
                 raise ResourceCreationError(
                     f"on_create failed for a temporary run_task resource: {exc!r}"
                 ) from exc
             self._resource_created()
-        assert resource is not None or not pooled
         self._collector.record_arrival()
+        handle.set_running_or_notify_cancel()
         handle.attempts = 1
         previous = _set_runner(runner)
-        started = self._clock()
+        handle._started_at = started = self._clock()
         healthy = True
         try:
             result = handle._fn(resource)
         except BaseException as exc:
             healthy = not self._is_unhealthy(exc)
-            self._collector.record_failure(TaskTimestamps(started, started, self._clock()))
+            handle._finished_at = finished = self._clock()
+            self._collector.record_failure(TaskTimestamps(started, started, finished))
+            handle._last_error = exc
+            handle.set_exception(exc)
             raise
         else:
-            self._collector.record_completion(TaskTimestamps(started, started, self._clock()))
+            handle._finished_at = finished = self._clock()
+            self._collector.record_completion(TaskTimestamps(started, started, finished))
+            handle.set_result(result)
             return result
         finally:
+            self._registry.finished(handle)
             _set_runner(previous)
             runner.current = None
             self._release_inline(resource, pooled, healthy)  # type: ignore[arg-type]
 
     def _release_inline(self, resource: R, pooled: bool, healthy: bool) -> None:
-        if healthy and pooled and self._pool.put(resource):
+        if healthy and (pooled or self._pool_missing > 0) and self._pool.put(resource):
+            if not pooled:  # a healthy temporary resource fills a hole a failed refill left
+                with self._lock:
+                    self._pool_missing -= 1
             return
         self._destroy(resource)
         if pooled and not healthy:
@@ -440,7 +656,13 @@ class TaskManager(Generic[R, E]):
             try:
                 fresh = self._on_create()
             except BaseException as exc:
-                self._log.warning("could not refill the run_task pool: %r", exc)
+                with self._lock:
+                    self._pool_missing += 1
+                self._log.warning(
+                    "could not refill the run_task pool (%r); the next healthy temporary "
+                    "resource will take the place",
+                    exc,
+                )
                 return
             self._resource_created()
             if not self._pool.put(fresh):
@@ -459,6 +681,8 @@ class TaskManager(Generic[R, E]):
             queued_tasks=len(self._queue.main),
             priority_tasks=len(self._queue.prio),
             available_resources=len(self._pool),
+            scheduled_tasks=len(self._lifecycle.scheduled),
+            retrying_tasks=len(self._lifecycle.retrying),
         )
 
     def metrics(self) -> Metrics:
@@ -503,16 +727,17 @@ class TaskManager(Generic[R, E]):
     def _shutdown(self, *, kill: bool, timeout: float | None, quiet: bool = False) -> None:
         if timeout is not None:
             check_seconds("timeout", timeout, allow_zero=True)
-        deadline = None if timeout is None else self._clock() + timeout
+        # Real time, not the injected clock: this is how long the caller is willing to wait.
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             began = self._transition(_State.KILLING if kill else _State.STOPPING)
             runners: list[Worker[R] | _InlineRunner] = [*self._live.values(), *self._inline]
         if began and kill:
             self._killed.set()
+            self._lifecycle.begin_kill()
             cancelled = self._queue.kill(str(self._refusal("queue task")))
             for handle in cancelled:
-                if handle._cancel_and_notify():
-                    self._collector.record_cancel()
+                self._cancel_waiting(handle)
             for runner in runners:
                 runner.cancelled.set()
             if not quiet:
@@ -520,6 +745,7 @@ class TaskManager(Generic[R, E]):
                     "task manager %r killed: %d queued tasks cancelled", self.name, len(cancelled)
                 )
         elif began:
+            self._lifecycle.begin_stop()  # first: waiting retries join the queue to drain
             self._queue.close(str(self._refusal("queue task")))
             self._log.info(
                 "task manager %r stopping: draining %d queued tasks", self.name, len(self._queue)
@@ -527,9 +753,13 @@ class TaskManager(Generic[R, E]):
         if self._burst is not None:
             self._burst.stop()
         if _runner_manager() is self:
-            return  # called from one of our own tasks: waiting would wait for itself
+            # Called from one of our own tasks: waiting here would wait for itself, so a
+            # helper thread waits for the workers and finishes the shutdown.
+            self._finish_in_background(quiet)
+            return
         if not self._wait_idle(deadline):
-            running = [w.current.id for w in list(self._live.values()) if w.current is not None]
+            stuck = [*self._live.values(), *self._abandoned.values()]
+            running = [w.current.id for w in stuck if w.current is not None]
             self._log.warning(
                 "task manager %r: %s timed out after %ss; still running: %s",
                 self.name,
@@ -538,12 +768,31 @@ class TaskManager(Generic[R, E]):
                 running or "none",
             )
             return
-        self._finish_shutdown(quiet)
+        self._finish_shutdown(quiet, deadline)
+        finisher = self._finisher
+        if finisher is not None and finisher is not threading.current_thread():
+            finisher.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def _finish_in_background(self, quiet: bool) -> None:
+        with self._lock:
+            if self._finisher is not None:
+                return
+            self._finisher = threading.Thread(
+                target=self._finish_when_idle,
+                args=(quiet,),
+                name=f"{self.name}-finisher",
+                daemon=True,
+            )
+        self._finisher.start()
+
+    def _finish_when_idle(self, quiet: bool) -> None:
+        if self._wait_idle(None):
+            self._finish_shutdown(quiet, None)
 
     def _wait_idle(self, deadline: float | None) -> bool:
         with self._lock:
-            while self._live or self._inline:
-                remaining = None if deadline is None else deadline - self._clock()
+            while self._live or self._inline or self._abandoned:
+                remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
                 self._changed.wait(remaining)
@@ -552,13 +801,34 @@ class TaskManager(Generic[R, E]):
             thread.join()
         return True
 
-    def _finish_shutdown(self, quiet: bool) -> None:
+    def _finish_shutdown(self, quiet: bool, deadline: float | None) -> None:
+        """Destroy the pool, end the leftovers, stop the helper threads; once.
+
+        A concurrent caller waits until the one doing it is done, so every stop()/kill()
+        returns only after every resource is destroyed.
+        """
+        with self._lock:
+            if self._finishing:
+                while self._state is not _State.CLOSED:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return
+                    self._changed.wait(remaining)
+                return
+            self._finishing = True
         for resource in self._pool.close():
             self._destroy(resource)
-        for handle in self._queue.sweep():  # a task that raced past close(); never hang it
-            handle._fail_if_pending(self._refusal("run task"))
+        for handle in self._queue.sweep():  # no worker was left to run it; never hang it
+            if handle._fail_if_pending(
+                ManagerClosed(
+                    f"task manager {self.name!r} is shutting down: no worker was left to run "
+                    f"task {handle.id}"
+                )
+            ):
+                self._registry.finished(handle)
         if self._burst is not None:
             self._burst.join()
+        self._lifecycle.close()
         with self._lock:
             closed_now = self._transition(_State.CLOSED)
         if closed_now:
@@ -584,6 +854,31 @@ class TaskManager(Generic[R, E]):
 def _runner_manager() -> object:
     """The manager whose task is running in this thread, if any."""
     return getattr(_local, "runner", None) and getattr(_local.runner, "_manager", None)
+
+
+_OPTIONS = ("priority", "once", "name", "timeout", "retry")
+
+
+def _submit_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Check the ``**options`` of the schedule methods; fill in the defaults."""
+    unknown = sorted(set(options) - set(_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"unexpected option(s) {', '.join(unknown)} (expected some of: {', '.join(_OPTIONS)})"
+        )
+    return {
+        "priority": bool(options.get("priority", False)),
+        "once": bool(options.get("once", False)),
+        "name": options.get("name"),
+        "timeout": options.get("timeout"),
+        "retry": options.get("retry"),
+    }
+
+
+def _check_retry(retry: Any) -> RetryPolicy | None:
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a tasker.RetryPolicy or None (got retry={retry!r})")
+    return retry
 
 
 def _bind(fn: Callable[[R, T], E], item: T) -> Callable[[R], E]:

@@ -66,6 +66,7 @@ class Metrics:
     total_cancelled: int = 0
     success_rate: float = 0.0
     failure_rate: float = 0.0
+    total_timeouts: int = 0
 
 
 @runtime_checkable
@@ -92,6 +93,9 @@ class MetricsCollector(Protocol):
     def record_cancel(self) -> None:
         """A task was cancelled before it ran."""
 
+    # Optional: ``record_timeout()`` is called when a run passes its timeout, if the
+    # collector has it (kept out of the protocol so older collectors still fit).
+
     def metrics(self) -> Metrics:
         """Return a snapshot."""
         ...
@@ -116,6 +120,9 @@ class NullCollector:
         pass
 
     def record_cancel(self) -> None:
+        pass
+
+    def record_timeout(self) -> None:
         pass
 
     def metrics(self) -> Metrics:
@@ -211,6 +218,7 @@ class DefaultCollector:
         self._arrived = itertools.count()
         self._retried = itertools.count()
         self._cancelled = itertools.count()
+        self._timeouts = itertools.count()
         self._lock = threading.Lock()
         self._snapshots = _Snapshots(self._rate_window, self._BUCKETS, self._started)
 
@@ -245,12 +253,17 @@ class DefaultCollector:
     def record_cancel(self) -> None:
         next(self._cancelled)
 
+    def record_timeout(self) -> None:
+        """A run passed its ``timeout`` (optional in the protocol; counted if present)."""
+        next(self._timeouts)
+
     def _rates(self, now: float, arrived: int, ended: int) -> tuple[float, float]:
         with self._lock:
             self._snapshots.record(now, (arrived, ended))
-            start = max(now - self._rate_window, self._started)
-            base = self._snapshots.since(start)
-        if base is None:  # no boundary crossed since start-up yet
+            start = now - self._rate_window
+            # Younger than the window: measure over its real age, from zero counts.
+            base = self._snapshots.since(start) if start > self._started else None
+        if base is None:
             base_time, (base_arrived, base_ended) = self._started, (0, 0)
         else:
             base_time, (base_arrived, base_ended) = base
@@ -295,4 +308,5 @@ class DefaultCollector:
             total_cancelled=_value(self._cancelled),
             success_rate=completed / ended if ended else 0.0,
             failure_rate=failed / ended if ended else 0.0,
+            total_timeouts=_value(self._timeouts),
         )

@@ -17,6 +17,7 @@ every worker and keep all of them looking busy.
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -82,11 +83,11 @@ class TaskQueue:
             raise ManagerClosed(self._refusal)
         if not self.maxsize:
             return
-        deadline = None if timeout is None else self._clock() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while len(self.prio) + len(self.main) + need > self.maxsize:
             if not block:
                 raise QueueFull(f"task queue is full (queue_size={self.maxsize})")
-            remaining = None if deadline is None else deadline - self._clock()
+            remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise QueueFull(
                     f"task queue is still full after {timeout} s (queue_size={self.maxsize})"
@@ -138,6 +139,19 @@ class TaskQueue:
                 start += room
                 for _ in range(min(room, len(self._idle))):
                     self._idle.pop().wake()
+
+    def put_again(self, handle: Handle) -> bool:
+        """Queue a task that was accepted earlier (due, or retrying). Ignores the bound.
+
+        Returns False if the queue was killed; the caller must then cancel the task.
+        """
+        with self._lock:
+            if self.killed:
+                return False
+            (self.prio if handle._priority else self.main).append(handle)
+            if self._idle:
+                self._idle.pop().wake()
+            return True
 
     def put_front(self, handle: Handle) -> bool:
         """Put a task back at the very front (a health retry). Ignores the bound.

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from tasker._validate import check_int, check_seconds
+
 __all__ = ["DefaultScalingPolicy", "ScalingDecision", "ScalingPolicy", "ScalingSample"]
 
 
@@ -84,8 +86,9 @@ class DefaultScalingPolicy:
     enough to drain what waits within ``drain_time`` seconds. When tasks wait and every
     worker is busy it adds at least one worker; before any run has finished (zero
     measured throughput) it gives every waiting task a worker, since tasks that have
-    not finished within an interval are slow ones. A burst worker is retired only once it has been idle
-    for ``hold`` seconds and the backlog is empty, so a flapping load does not thrash.
+    not finished within an interval are slow ones. A burst worker is retired only once
+    it has been idle for ``hold`` seconds and the backlog is empty, so a flapping load
+    does not thrash.
 
     Args:
         hold: Seconds a worker must have been idle before it may be retired.
@@ -96,15 +99,9 @@ class DefaultScalingPolicy:
     def __init__(
         self, *, hold: float = 2.0, drain_time: float = 0.1, max_step: int | None = None
     ) -> None:
-        if not hold >= 0:
-            raise ValueError(f"hold must be >= 0 seconds (got hold={hold!r})")
-        if not drain_time > 0:
-            raise ValueError(f"drain_time must be > 0 seconds (got drain_time={drain_time!r})")
-        if max_step is not None and max_step < 1:
-            raise ValueError(f"max_step must be >= 1 or None (got max_step={max_step!r})")
-        self.hold = hold
-        self.drain_time = drain_time
-        self.max_step = max_step
+        self.hold = check_seconds("hold", hold, allow_zero=True)
+        self.drain_time = check_seconds("drain_time", drain_time)
+        self.max_step = None if max_step is None else check_int("max_step", max_step, minimum=1)
 
     def wanted(self, s: ScalingSample) -> int:
         """How many workers the sample calls for, before clamping."""

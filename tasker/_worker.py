@@ -25,6 +25,7 @@ from tasker._errors import RetriesExhausted
 from tasker._handle import TaskHandle
 from tasker._metrics import TaskTimestamps
 from tasker._queue import IdleSlot
+from tasker._state import TaskState
 
 if TYPE_CHECKING:
     from tasker._manager import TaskManager
@@ -96,6 +97,7 @@ class Worker(Generic[R]):
     def _create(self) -> Any:
         m = self._manager
         delay = m._replacement_backoff[0]
+        failures = 0
         while True:
             try:
                 resource = m._on_create()
@@ -108,7 +110,20 @@ class Worker(Generic[R]):
                         )
                     self.created.set()
                     return _NO_RESOURCE
-                if m._queue.draining and not len(m._queue) and not m._busy_workers():
+                failures += 1
+                if m._queue.draining and (
+                    failures >= _DRAINING_CREATE_ATTEMPTS
+                    or (not len(m._queue) and not m._busy_workers())
+                ):
+                    # Stopping, and no resource can be made: give up rather than hang
+                    # stop(); tasks no worker runs end with ManagerClosed.
+                    m._log.error(
+                        "replacement worker %s: on_create failed %d times while stopping "
+                        "(%r); giving up",
+                        self.id,
+                        failures,
+                        exc,
+                    )
                     self.created.set()
                     return _NO_RESOURCE
                 m._log.warning(
@@ -136,6 +151,7 @@ class Worker(Generic[R]):
         slot = self.slot
         clock = m._clock
         collector = m._collector
+        registry = m._registry
         while not (slot.retire or q.killed):
             try:
                 handle = prio.popleft() if prio else main.popleft()
@@ -149,10 +165,16 @@ class Worker(Generic[R]):
                     q.notify_not_full()
             if not handle.set_running_or_notify_cancel():
                 collector.record_cancel()
+                registry.finished(handle)
                 continue
             handle.attempts += 1
             self.current = handle
             handle._started_at = started = clock()
+            if handle._timeout is not None:
+                outcome = self._run_with_deadline(handle, resource, started)
+                if outcome is not _RAN:
+                    return outcome is _UNHEALTHY
+                continue
             try:
                 result = handle._fn(resource)
             except BaseException as exc:
@@ -161,20 +183,53 @@ class Worker(Generic[R]):
                     return True
             else:
                 self.current = None
-                collector.record_completion(TaskTimestamps(handle._queued_at, started, clock()))
+                handle._finished_at = finished = clock()
+                collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
                 handle.set_result(result)
+                registry.finished(handle)
         return False
+
+    def _run_with_deadline(self, handle: TaskHandle[Any], resource: Any, started: float) -> object:
+        """Run a task that has a timeout: whoever ends the run first, worker or timer, wins."""
+        m = self._manager
+        attempt = handle.attempts
+        deadline = m._lifecycle.arm_timeout(self, handle, started)
+        error: BaseException | None = None
+        result: Any = None
+        try:
+            result = handle._fn(resource)
+        except BaseException as exc:
+            error = exc
+        deadline.cancel()
+        self.current = None
+        if not handle._claim(attempt):
+            m._log.info(
+                "worker %s: task %s returned after its timeout; outcome discarded, worker exits",
+                self.id,
+                handle.id,
+            )
+            return _ABANDONED
+        if error is not None:
+            return _UNHEALTHY if self._failed(handle, error, started) else _RAN
+        handle._finished_at = finished = m._clock()
+        m._collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
+        handle.set_result(result)
+        m._registry.finished(handle)
+        return _RAN
 
     def _failed(self, handle: TaskHandle[Any], exc: BaseException, started: float) -> bool:
         """Deliver or retry a failed run. Returns True if this worker is unhealthy."""
         m = self._manager
         stamps = TaskTimestamps(handle._queued_at, started, m._clock())
         if not m._is_unhealthy(exc):
-            m._collector.record_failure(stamps)
-            m._log.debug("task %s failed: %r", handle.id, exc)
-            handle.set_exception(exc)
+            m._lifecycle.retry_or_fail(handle, exc, stamps)
             return False
-        if not handle._once and handle.attempts <= m._max_retries and handle._back_to_pending():
+        handle._last_error = exc
+        if (
+            not handle._once
+            and handle.attempts <= m._max_retries
+            and handle._move(TaskState.RETRYING)
+        ):
             m._log.warning(
                 "worker %s unhealthy after task %s failed (%r); retrying the task "
                 "(attempt %d of %d) on a fresh worker",
@@ -185,10 +240,10 @@ class Worker(Generic[R]):
                 m._max_retries + 1,
             )
             m._collector.record_retry()
-            if not m._queue.put_front(handle):
-                m._collector.record_cancel()
-                handle._cancel_and_notify()
+            if not (handle._move(TaskState.QUEUED) and m._queue.put_front(handle)):
+                m._cancel_waiting(handle)
             return True
+        handle._finished_at = stamps.finished_at
         m._collector.record_failure(stamps)
         if handle._once:
             m._log.warning(
@@ -210,9 +265,14 @@ class Worker(Generic[R]):
             )
             error.__cause__ = exc
             handle.set_exception(error)
+        m._registry.finished(handle)
         return True
 
 
+_RAN: Any = object()
+_UNHEALTHY: Any = object()
+_ABANDONED: Any = object()
 _NO_RESOURCE: Any = object()
+_DRAINING_CREATE_ATTEMPTS = 3
 
 Factory = Callable[[], Any]

@@ -34,6 +34,7 @@ _COUNTERS = (
     ("tasks_failed", "total_failed", "Task runs whose error reached the caller."),
     ("tasks_retried", "total_retried", "Task runs queued again after a failure."),
     ("tasks_cancelled", "total_cancelled", "Tasks cancelled before they ran."),
+    ("tasks_timed_out", "total_timeouts", "Task runs that passed their timeout."),
 )
 
 
@@ -77,6 +78,12 @@ class TaskerCollector(Collector):
         depth = GaugeMetricFamily(
             "tasker_queue_depth", "Tasks waiting, by queue.", labels=["manager", "queue"]
         )
+        waiting = GaugeMetricFamily(
+            "tasker_waiting_tasks",
+            "Tasks waiting for a time, not a worker: scheduled (not yet due) or retrying "
+            "(in backoff).",
+            labels=["manager", "reason"],
+        )
         resources = GaugeMetricFamily(
             "tasker_available_resources", "Idle resources in the run_task pool.", labels=label
         )
@@ -112,20 +119,21 @@ class TaskerCollector(Collector):
             depth.add_metric([name, "main"], stats.queued_tasks)
             depth.add_metric([name, "priority"], stats.priority_tasks)
             resources.add_metric([name], stats.available_resources)
+            waiting.add_metric([name, "scheduled"], stats.scheduled_tasks)
+            waiting.add_metric([name, "retrying"], stats.retrying_tasks)
             for quantile, value in (
                 ("0.5", m.p50_execution_time),
                 ("0.95", m.p95_execution_time),
                 ("0.99", m.p99_execution_time),
             ):
-                execution.add_sample(
-                    execution.name, {"manager": name, "quantile": quantile}, value
-                )
+                execution.add_sample(execution.name, {"manager": name, "quantile": quantile}, value)
             for quantile, value in (("0.95", m.p95_wait_time), ("0.99", m.p99_wait_time)):
                 wait.add_sample(wait.name, {"manager": name, "quantile": quantile}, value)
             arrival.add_metric([name], m.arrival_rate)
             completion.add_metric([name], m.completion_rate)
         yield from counters.values()
-        yield from (workers, busy, depth, resources, execution, wait, arrival, completion)
+        yield from (workers, busy, depth, waiting, resources, execution, wait)
+        yield from (arrival, completion)
 
 
 class MetricsServer:

@@ -32,9 +32,21 @@ class FakeClock:
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._lock = threading.Lock()
+        self._listeners: list[Callable[[], object]] = []
 
     def __call__(self) -> float:
         return self._now
+
+    def subscribe(self, listener: Callable[[], object]) -> None:
+        """Call ``listener()`` whenever the clock moves (tasker's timer wakes up this way)."""
+        with self._lock:
+            self._listeners.append(listener)
+
+    def _moved(self) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
 
     def advance(self, seconds: float) -> float:
         """Move the clock forward by ``seconds`` and return the new time."""
@@ -42,7 +54,9 @@ class FakeClock:
             raise ValueError(f"a monotonic clock cannot go back (got seconds={seconds!r})")
         with self._lock:
             self._now += seconds
-            return self._now
+            now = self._now
+        self._moved()
+        return now
 
     def set(self, now: float) -> None:
         """Jump to ``now`` (not earlier than the current time)."""
@@ -50,6 +64,7 @@ class FakeClock:
             if now < self._now:
                 raise ValueError(f"a monotonic clock cannot go back (got {now} < {self._now})")
             self._now = now
+        self._moved()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: str = "") -> None:

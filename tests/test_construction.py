@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -59,6 +60,10 @@ class _InfoOnlyLogger:
 class _ArrivalOnlyCollector:
     def record_arrival(self) -> None:
         pass
+
+
+def _second(value: int, r: Resource) -> int:
+    return value
 
 
 # -- validation -------------------------------------------------------------------------
@@ -239,7 +244,7 @@ def test_queue_size_zero_means_unbounded(resources: Resources) -> None:
     )
     try:
         m.submit(lambda r: release.wait(timeout=10))
-        handles = [m.try_submit(lambda r, i=i: i) for i in range(1000)]
+        handles = [m.try_submit(functools.partial(_second, i)) for i in range(1000)]
     finally:
         release.set()
         m.stop()

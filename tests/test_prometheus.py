@@ -18,7 +18,10 @@ from tasker.testing import Resources, wait_until
 @pytest.fixture
 def manager(resources: Resources) -> Iterator[tasker.TaskManager[object, int]]:
     m: tasker.TaskManager[object, int] = tasker.TaskManager(
-        resources.create, on_destroy=resources.destroy, workers=2, name="orders",
+        resources.create,
+        on_destroy=resources.destroy,
+        workers=2,
+        name="orders",
         burst_interval=None,
     )
     try:
