@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import pairwise
 
 import tasker
 
@@ -54,7 +55,9 @@ def drive(
     return scheduled, done, start
 
 
-def summarise(name: str, scheduled: list[float], done: list[float], start: float) -> dict[str, float]:
+def summarise(
+    name: str, scheduled: list[float], done: list[float], start: float
+) -> dict[str, float]:
     latencies = sorted(d - s for s, d in zip(scheduled, done, strict=True))
     return {
         "makespan": max(done) - start,
@@ -106,9 +109,7 @@ def main() -> None:
     ours = summarise("tasker", scheduled, done, start)
     end = max(done)
     points = [(t, w) for t, w, _ in timeline if start <= t <= end]
-    ours["worker_seconds"] = sum(
-        w * (t2 - t1) for (t1, w), (t2, _) in zip(points, points[1:], strict=False)
-    )
+    ours["worker_seconds"] = sum(w * (t2 - t1) for (t1, w), (t2, _) in pairwise(points))
 
     print(
         f"open-loop step load: {args.rate:.0f} tasks/s of {args.task_ms:.0f} ms for "

@@ -84,8 +84,10 @@ def main() -> None:
 
     memory_after(1_000)  # warm-up: NumPy allocates caches on first use
     small, large = memory_after(10_000), memory_after(1_000_000)
-    print(f"collector memory after 10^4 tasks: {small:,} B; after 10^6: {large:,} B "
-          f"(growth {large - small:+,} B)")
+    print(
+        f"collector memory after 10^4 tasks: {small:,} B; after 10^6: {large:,} B "
+        f"(growth {large - small:+,} B)"
+    )
     early, late = metrics_call_us(1_000), metrics_call_us(1_000_000)
     print(f"metrics() after 10^3 tasks: {early:.0f} us; after 10^6: {late:.0f} us")
 

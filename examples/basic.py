@@ -50,10 +50,7 @@ def main() -> None:
             f"busy={stats.busy_workers}"
         )
         m = manager.metrics()
-        print(
-            f"  metrics: completed={m.total_completed} "
-            f"p50={m.p50_execution_time * 1000:.1f}ms"
-        )
+        print(f"  metrics: completed={m.total_completed} p50={m.p50_execution_time * 1000:.1f}ms")
     print("--- stopped: every resource destroyed ---")
 
 

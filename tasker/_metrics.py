@@ -44,8 +44,11 @@ class TaskTimestamps(NamedTuple):
 class Metrics:
     """A performance snapshot. Times are seconds; rates are tasks per second.
 
-    Time statistics cover the most recent runs (the collector's sample window); rates
-    cover the last few seconds (its rate window); totals count since start-up.
+    Time statistics cover the most recent runs (the collector's sample window), failed
+    runs included: they used a worker too. Rates cover the last few seconds (its rate
+    window); ``completion_rate`` counts runs that ended either way. Totals count since
+    start-up; ``total_failed`` counts errors that reached a caller, not attempts that
+    were retried (those are ``total_retried``).
     """
 
     average_execution_time: float = 0.0
