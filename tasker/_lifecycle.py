@@ -99,6 +99,8 @@ class Lifecycle:
             if again and handle._move(TaskState.RETRYING):
                 handle._retries += 1
                 m._collector.record_retry()
+                if m._hooks.retry_hooks:
+                    m._hooks.call(m._hooks.retry_hooks, handle)
                 self._wait_for_retry(handle, policy.delay(handle._retries, self._rng))
                 return
         handle._finished_at = stamps.finished_at
@@ -106,6 +108,8 @@ class Lifecycle:
         m._log.debug("task %s failed: %r", handle.id, exc)
         handle.set_exception(exc)
         m._registry.finished(handle)
+        if m._hooks.failure_hooks:
+            m._hooks.call(m._hooks.failure_hooks, handle)
 
     def _wait_for_retry(self, handle: Handle, delay: float) -> None:
         m = self._m

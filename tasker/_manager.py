@@ -21,19 +21,22 @@ from __future__ import annotations
 import atexit
 import enum
 import logging
+import queue
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from tasker._burst import BurstManager
+from tasker._compose import Chain, Dispatcher
 from tasker._context import _local, _set_runner
 from tasker._errors import ManagerClosed, ResourceCreationError
 from tasker._handle import TaskHandle
+from tasker._hooks import HookRunner, Work
 from tasker._lifecycle import Lifecycle
 from tasker._metrics import DefaultCollector, Metrics, MetricsCollector, TaskTimestamps
 from tasker._queue import TaskQueue
@@ -129,6 +132,8 @@ class TaskManager(Generic[R, E]):
         name: Label for threads, logs, task ids and metrics.
         scaling_policy: A :class:`ScalingPolicy` (default :class:`DefaultScalingPolicy`).
         retry: Default :class:`RetryPolicy` for the tasks' own errors (default: none).
+        hooks: Objects with any of ``on_submit``, ``on_start``, ``on_retry``,
+            ``on_success``, ``on_failure``, ``on_cancel`` (each ``(TaskInfo) -> None``).
         status_retention: How many finished tasks ``status()`` remembers (>= 0).
         clock: Monotonic seconds, for metrics, bursting, timeouts and schedules.
         rng: Random source for retry jitter (inject a seeded one in tests).
@@ -159,6 +164,7 @@ class TaskManager(Generic[R, E]):
         name: str = "tasker",
         scaling_policy: ScalingPolicy | None = None,
         retry: RetryPolicy | None = None,
+        hooks: Sequence[object] = (),
         status_retention: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -214,6 +220,7 @@ class TaskManager(Generic[R, E]):
         self._prefix = f"{name}-"
         self._wall_offset = time.time() - clock()
         self._registry = TaskRegistry(status_retention, self._prefix, self._to_wall)
+        self._hooks = HookRunner(_check_hooks(hooks), self._registry, self._log)
         self._lifecycle = Lifecycle(self, rng)
         self._timer = self._lifecycle.timer
         self._queue = TaskQueue(queue_size, clock)
@@ -354,6 +361,8 @@ class TaskManager(Generic[R, E]):
         if handle._cancel_and_notify():
             self._collector.record_cancel()
             self._registry.finished(handle)
+            if self._hooks.cancel_hooks:
+                self._hooks.call(self._hooks.cancel_hooks, handle)
 
     def _to_wall(self, t: float) -> float:
         """Clock seconds to UNIX time."""
@@ -366,7 +375,7 @@ class TaskManager(Generic[R, E]):
 
     def _handle(
         self,
-        fn: Callable[[R], E],
+        fn: Callable[[R], E] | Work[R, E],
         priority: bool,
         once: bool,
         name: str | None,
@@ -375,7 +384,7 @@ class TaskManager(Generic[R, E]):
         phase: TaskState | None = TaskState.QUEUED,
     ) -> TaskHandle[E]:
         if not callable(fn):
-            raise TypeError(f"fn must be callable (got fn={fn!r})")
+            fn, name = _unwrap_work(fn, name)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         if name is not None and not isinstance(name, str):
@@ -399,7 +408,7 @@ class TaskManager(Generic[R, E]):
 
     def submit(
         self,
-        fn: Callable[[R], E],
+        fn: Callable[[R], E] | Work[R, E],
         *,
         priority: bool = False,
         once: bool = False,
@@ -430,11 +439,13 @@ class TaskManager(Generic[R, E]):
         handle = self._handle(fn, priority, once, name, timeout, retry)
         self._queue.put(handle, priority)
         self._collector.record_arrival()
+        if self._hooks.submit_hooks:
+            self._hooks.call(self._hooks.submit_hooks, handle)
         return handle
 
     def try_submit(
         self,
-        fn: Callable[[R], E],
+        fn: Callable[[R], E] | Work[R, E],
         *,
         priority: bool = False,
         once: bool = False,
@@ -446,7 +457,133 @@ class TaskManager(Generic[R, E]):
         handle = self._handle(fn, priority, once, name, timeout, retry)
         self._queue.put(handle, priority, block=False)
         self._collector.record_arrival()
+        if self._hooks.submit_hooks:
+            self._hooks.call(self._hooks.submit_hooks, handle)
         return handle
+
+    # -- composition ----------------------------------------------------------------------
+
+    def submit_many(
+        self, fns: Iterable[Callable[[R], E] | Work[R, E]], **options: Any
+    ) -> list[TaskHandle[E]]:
+        """Queue every callable (or Work object) in one step; one handle each, in order.
+
+        ``options`` are those of :meth:`submit`, applied to every task. Takes the queue's
+        lock once per batch instead of once per task. With a bounded queue it waits for
+        room as needed and never drops a task.
+
+        Raises:
+            ManagerClosed: The manager closed; tasks queued before that still run (stop)
+                or end cancelled (kill), the rest end with this error.
+        """
+        handles, error = self._submit_batch(fns, options)
+        if error is not None:
+            raise error
+        return handles
+
+    def _submit_batch(
+        self, fns: Iterable[Callable[[R], E] | Work[R, E]], options: dict[str, Any]
+    ) -> tuple[list[TaskHandle[E]], ManagerClosed | None]:
+        checked = _submit_options(options)
+        handles = [self._handle(fn, **checked) for fn in fns]
+        queued = self._queue.put_many(handles)
+        record_arrival = self._collector.record_arrival
+        for _ in range(queued):
+            record_arrival()
+        if self._hooks.submit_hooks:
+            for handle in handles[:queued]:
+                self._hooks.call(self._hooks.submit_hooks, handle)
+        if queued == len(handles):
+            return handles, None
+        error = self._refusal("queue task")
+        for handle in handles[queued:]:
+            if handle._fail_if_pending(error):
+                self._registry.finished(handle)
+        return handles[:queued], error
+
+    def chain(self, *links: Callable[..., Any], **options: Any) -> TaskHandle[Any]:
+        """Run ``links[0](resource)``, then ``links[1](resource, result)``, and so on.
+
+        Each link is its own task (own id, visible in ``status()``), submitted when the
+        previous one completed; ``options`` (as for :meth:`submit`, e.g. ``retry=``) apply
+        to every link. The returned handle ends with the last link's result, or with the
+        first error a link's own retries did not absorb (later links never run).
+        Cancelling it cancels the links not yet started.
+
+        Raises:
+            ValueError: No links.
+        """
+        if not links:
+            raise ValueError("chain needs at least one link (got none)")
+        checked = _submit_options(options)
+        for link in links:
+            self._handle(link, phase=None, **checked)  # validate every link up front
+        names = ", ".join(_link_name(link) for link in links)
+        handle: TaskHandle[Any] = TaskHandle(
+            links[0],
+            prefix=self._prefix,
+            queued_at=self._clock(),
+            name=checked["name"] or f"chain({names})",
+        )
+        self._registry.add(handle)
+        driver = Chain(self, links, checked, handle)
+        try:
+            driver.start()
+        except ManagerClosed:
+            handle._fail_if_pending(self._refusal("queue task"))
+            self._registry.finished(handle)
+            raise
+        return handle
+
+    def _link_handle(
+        self, fn: Callable[..., Any], link: Any, options: dict[str, Any]
+    ) -> TaskHandle[Any]:
+        named = dict(options)
+        if named["name"] is None:
+            named["name"] = _link_name(link)
+        return self._handle(fn, **named)
+
+    def _enqueue_accepted(self, handle: TaskHandle[Any], *, first: bool) -> None:
+        """Queue a chain link: the first like any submit, later ones past the bound."""
+        if first:
+            self._queue.put(handle, handle._priority)
+        elif not self._queue.put_again(handle):
+            self._cancel_waiting(handle)
+            return
+        self._collector.record_arrival()
+        if self._hooks.submit_hooks:
+            self._hooks.call(self._hooks.submit_hooks, handle)
+
+    def dispatch(
+        self,
+        source: Iterable[Callable[[R], Any]] | queue.Queue[Any],
+        *,
+        batch_size: int = 10,
+        flush_interval: float = 0.05,
+        **options: Any,
+    ) -> Dispatcher:
+        """Feed callables from ``source`` into this manager on a background thread.
+
+        ``source`` is an iterable (ends when exhausted) or a ``queue.Queue`` (ends when
+        it yields ``None`` or on ``stop()``). Callables are submitted in batches of
+        ``batch_size``, a partial batch after ``flush_interval`` seconds and at once on
+        ``stop()``. If the manager closes under it, the dispatcher ends and counts what
+        it could not submit in ``failed``.
+
+        Example:
+            >>> d = manager.dispatch(jobs(), batch_size=100)
+            >>> d.join()
+            >>> d.submitted, d.failed
+        """
+        dispatcher = Dispatcher(
+            self,
+            source,
+            batch_size=batch_size,
+            flush_interval=flush_interval,
+            options=_submit_options(options),
+        )
+        dispatcher._start()
+        return dispatcher
 
     # -- scheduling -----------------------------------------------------------------------
 
@@ -460,7 +597,7 @@ class TaskManager(Generic[R, E]):
         return self._schedule_handle(fn, self._clock() + delay, options)
 
     def schedule_at(
-        self, fn: Callable[[R], E], when: datetime | float, **options: Any
+        self, fn: Callable[[R], E] | Work[R, E], when: datetime | float, **options: Any
     ) -> TaskHandle[E]:
         """Queue ``fn`` at ``when``: an aware ``datetime`` or a UNIX timestamp.
 
@@ -486,7 +623,7 @@ class TaskManager(Generic[R, E]):
         return self._schedule_handle(fn, due, options)
 
     def _schedule_handle(
-        self, fn: Callable[[R], E], due: float, options: dict[str, Any]
+        self, fn: Callable[[R], E] | Work[R, E], due: float, options: dict[str, Any]
     ) -> TaskHandle[E]:
         handle = self._handle(fn, phase=TaskState.SCHEDULED, **_submit_options(options))
         try:
@@ -497,7 +634,12 @@ class TaskManager(Generic[R, E]):
         return handle
 
     def schedule_recurring(
-        self, fn: Callable[[R], E], interval: float, *, overlap: bool = False, **options: Any
+        self,
+        fn: Callable[[R], E] | Work[R, E],
+        interval: float,
+        *,
+        overlap: bool = False,
+        **options: Any,
     ) -> Schedule:
         """Run ``fn`` every ``interval`` seconds, the first run one interval from now.
 
@@ -511,7 +653,7 @@ class TaskManager(Generic[R, E]):
 
     def schedule_cron(
         self,
-        fn: Callable[[R], E],
+        fn: Callable[[R], E] | Work[R, E],
         expr: str,
         *,
         overlap: bool = False,
@@ -530,7 +672,11 @@ class TaskManager(Generic[R, E]):
         return self._add_schedule(fn, cron_next(expr, tz, self._to_wall), overlap, options)
 
     def _add_schedule(
-        self, fn: Callable[[R], E], next_due: Any, overlap: bool, options: dict[str, Any]
+        self,
+        fn: Callable[[R], E] | Work[R, E],
+        next_due: Any,
+        overlap: bool,
+        options: dict[str, Any],
     ) -> Schedule:
         checked = _submit_options(options)
         self._handle(fn, phase=None, **checked)  # validate now, not at the first run
@@ -552,19 +698,19 @@ class TaskManager(Generic[R, E]):
         """
         return self._registry.info(self._registry.get(task_id))
 
-    def queue_task(self, fn: Callable[[R], E]) -> E:
+    def queue_task(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Queue ``fn(resource)``, wait, and return its result (or raise its error)."""
         return self.submit(fn).result()
 
-    def queue_task_with_priority(self, fn: Callable[[R], E]) -> E:
+    def queue_task_with_priority(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Like :meth:`queue_task`, through the priority queue."""
         return self.submit(fn, priority=True).result()
 
-    def queue_task_once(self, fn: Callable[[R], E]) -> E:
+    def queue_task_once(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Like :meth:`queue_task`, but never re-run after an unhealthy failure."""
         return self.submit(fn, once=True).result()
 
-    def queue_task_with_priority_once(self, fn: Callable[[R], E]) -> E:
+    def queue_task_with_priority_once(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Priority and at-most-once."""
         return self.submit(fn, priority=True, once=True).result()
 
@@ -579,7 +725,7 @@ class TaskManager(Generic[R, E]):
         handles = [self.submit(_bind(fn, item), priority=priority) for item in iterable]
         return _results_in_order(handles)
 
-    def run_task(self, fn: Callable[[R], E]) -> E:
+    def run_task(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Run ``fn(resource)`` now, in this thread, on a pooled or temporary resource.
 
         Takes an idle resource from the pool, or makes a temporary one (destroyed
@@ -590,9 +736,12 @@ class TaskManager(Generic[R, E]):
             ManagerClosed: The manager is stopping or stopped.
             ResourceCreationError: A temporary resource could not be made.
         """
+        name = None
         if not callable(fn):
-            raise TypeError(f"fn must be callable (got fn={fn!r})")
-        handle: TaskHandle[E] = TaskHandle(fn, prefix=self._prefix, queued_at=self._clock())
+            fn, name = _unwrap_work(fn, None)
+        handle: TaskHandle[E] = TaskHandle(
+            fn, prefix=self._prefix, queued_at=self._clock(), name=name
+        )
         self._registry.add(handle)
         runner = _InlineRunner(self, handle)
         with self._lock:
@@ -623,6 +772,9 @@ class TaskManager(Generic[R, E]):
         handle.attempts = 1
         previous = _set_runner(runner)
         handle._started_at = started = self._clock()
+        hooks = self._hooks
+        if hooks.start_hooks:
+            hooks.call(hooks.start_hooks, handle)
         healthy = True
         try:
             result = handle._fn(resource)
@@ -632,14 +784,17 @@ class TaskManager(Generic[R, E]):
             self._collector.record_failure(TaskTimestamps(started, started, finished))
             handle._last_error = exc
             handle.set_exception(exc)
+            self._registry.finished(handle)
+            hooks.call(hooks.failure_hooks, handle)
             raise
         else:
             handle._finished_at = finished = self._clock()
             self._collector.record_completion(TaskTimestamps(started, started, finished))
             handle.set_result(result)
+            self._registry.finished(handle)
+            hooks.call(hooks.success_hooks, handle)
             return result
         finally:
-            self._registry.finished(handle)
             _set_runner(previous)
             runner.current = None
             self._release_inline(resource, pooled, healthy)  # type: ignore[arg-type]
@@ -873,6 +1028,42 @@ def _submit_options(options: dict[str, Any]) -> dict[str, Any]:
         "timeout": options.get("timeout"),
         "retry": options.get("retry"),
     }
+
+
+def _unwrap_work(work: Any, name: str | None) -> tuple[Callable[..., Any], str | None]:
+    """A Work object's ``execute`` and name; TypeError for anything else."""
+    execute = getattr(work, "execute", None)
+    if not callable(execute):
+        raise TypeError(
+            "fn must be callable, or a Work object with an execute(resource) method "
+            f"(got fn={work!r})"
+        )
+    if name is None:
+        given = getattr(work, "name", None)
+        name = given if isinstance(given, str) else type(work).__qualname__
+    return execute, name
+
+
+def _link_name(link: Any) -> str:
+    if not callable(link):
+        given = getattr(link, "name", None)
+        return given if isinstance(given, str) else type(link).__qualname__
+    return str(getattr(link, "__qualname__", None) or getattr(link, "__name__", "link"))
+
+
+def _check_hooks(hooks: Any) -> list[object]:
+    if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+        raise TypeError(f"hooks must be a list of hook objects (got hooks={hooks!r})")
+    found: list[object] = list(hooks)
+    for i, hook in enumerate(found):
+        if not any(callable(getattr(hook, event, None)) for event in _HOOK_EVENTS):
+            raise TypeError(
+                f"hooks[{i}] has none of the hook methods {', '.join(_HOOK_EVENTS)} (got {hook!r})"
+            )
+    return found
+
+
+_HOOK_EVENTS = ("on_submit", "on_start", "on_retry", "on_success", "on_failure", "on_cancel")
 
 
 def _check_retry(retry: Any) -> RetryPolicy | None:

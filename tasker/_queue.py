@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from tasker._errors import ManagerClosed, QueueFull
@@ -122,23 +122,27 @@ class TaskQueue:
         """Let the next arrival that finds no idle worker signal ``on_starved`` again."""
         self._starved_signalled = False
 
-    def put_many(self, handles: Iterable[tuple[Handle, bool]]) -> None:
-        """Queue several tasks in as few lock rounds as the bound allows."""
-        pending = list(handles)
+    def put_many(self, handles: list[Handle]) -> int:
+        """Queue several tasks in as few lock rounds as the bound allows.
+
+        Returns how many were queued: all of them, unless the queue closed meanwhile.
+        """
         start = 0
-        while start < len(pending):
+        while start < len(handles):
             with self._lock:
-                room = len(pending) - start
-                if self.maxsize:
+                try:
                     self._wait_for_room(1, True, None)
+                except ManagerClosed:
+                    return start
+                room = len(handles) - start
+                if self.maxsize:
                     room = min(room, self.maxsize - len(self.prio) - len(self.main))
-                elif self._refusal is not None:
-                    raise ManagerClosed(self._refusal)
-                for handle, priority in pending[start : start + room]:
-                    (self.prio if priority else self.main).append(handle)
+                for handle in handles[start : start + room]:
+                    (self.prio if handle._priority else self.main).append(handle)
                 start += room
                 for _ in range(min(room, len(self._idle))):
                     self._idle.pop().wake()
+        return start
 
     def put_again(self, handle: Handle) -> bool:
         """Queue a task that was accepted earlier (due, or retrying). Ignores the bound.

@@ -83,7 +83,7 @@ class Schedule:
     def __init__(
         self,
         manager: TaskManager[Any, Any],
-        fn: Callable[..., Any],
+        fn: Any,
         options: dict[str, Any],
         next_due: NextDue,
         overlap: bool,

@@ -152,6 +152,7 @@ class Worker(Generic[R]):
         clock = m._clock
         collector = m._collector
         registry = m._registry
+        hooks = m._hooks
         while not (slot.retire or q.killed):
             try:
                 handle = prio.popleft() if prio else main.popleft()
@@ -166,10 +167,14 @@ class Worker(Generic[R]):
             if not handle.set_running_or_notify_cancel():
                 collector.record_cancel()
                 registry.finished(handle)
+                if hooks.cancel_hooks:
+                    hooks.call(hooks.cancel_hooks, handle)
                 continue
             handle.attempts += 1
             self.current = handle
             handle._started_at = started = clock()
+            if hooks.start_hooks:
+                hooks.call(hooks.start_hooks, handle)
             if handle._timeout is not None:
                 outcome = self._run_with_deadline(handle, resource, started)
                 if outcome is not _RAN:
@@ -187,6 +192,8 @@ class Worker(Generic[R]):
                 collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
                 handle.set_result(result)
                 registry.finished(handle)
+                if hooks.success_hooks:
+                    hooks.call(hooks.success_hooks, handle)
         return False
 
     def _run_with_deadline(self, handle: TaskHandle[Any], resource: Any, started: float) -> object:
@@ -215,6 +222,8 @@ class Worker(Generic[R]):
         m._collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
         handle.set_result(result)
         m._registry.finished(handle)
+        if m._hooks.success_hooks:
+            m._hooks.call(m._hooks.success_hooks, handle)
         return _RAN
 
     def _failed(self, handle: TaskHandle[Any], exc: BaseException, started: float) -> bool:
@@ -240,6 +249,8 @@ class Worker(Generic[R]):
                 m._max_retries + 1,
             )
             m._collector.record_retry()
+            if m._hooks.retry_hooks:
+                m._hooks.call(m._hooks.retry_hooks, handle)
             if not (handle._move(TaskState.QUEUED) and m._queue.put_front(handle)):
                 m._cancel_waiting(handle)
             return True
@@ -266,6 +277,8 @@ class Worker(Generic[R]):
             error.__cause__ = exc
             handle.set_exception(error)
         m._registry.finished(handle)
+        if m._hooks.failure_hooks:
+            m._hooks.call(m._hooks.failure_hooks, handle)
         return True
 
 

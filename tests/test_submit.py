@@ -107,7 +107,9 @@ def test_a_non_callable_task_is_rejected_with_type_error(
     resources: Resources, way: str, fn: Any
 ) -> None:
     with _manager(resources) as m:
-        with pytest.raises(TypeError, match=rf"\bfn must be callable \(got fn={fn!r}\)"):
+        with pytest.raises(
+            TypeError, match=rf"\bfn must be callable, or a Work object .*\(got fn={fn!r}\)"
+        ):
             _WAYS[way](m, fn)
         assert m.metrics().total_arrived == 0
 
