@@ -12,6 +12,10 @@ Example:
     ...     print(handle.result())
 """
 
+from tasker._compose import Dispatcher as Dispatcher
+from tasker._config import ConfigError as ConfigError
+from tasker._config import ServiceConfig as ServiceConfig
+from tasker._config import parse_duration as parse_duration
 from tasker._context import TaskContext as TaskContext
 from tasker._context import current_task as current_task
 from tasker._errors import ManagerClosed as ManagerClosed
@@ -22,6 +26,8 @@ from tasker._errors import TaskerError as TaskerError
 from tasker._errors import TaskNotFound as TaskNotFound
 from tasker._errors import TaskTimeout as TaskTimeout
 from tasker._handle import TaskHandle as TaskHandle
+from tasker._hooks import Hook as Hook
+from tasker._hooks import Work as Work
 from tasker._manager import Logger as Logger
 from tasker._manager import Stats as Stats
 from tasker._manager import TaskManager as TaskManager
@@ -30,6 +36,9 @@ from tasker._metrics import Metrics as Metrics
 from tasker._metrics import MetricsCollector as MetricsCollector
 from tasker._metrics import NullCollector as NullCollector
 from tasker._metrics import TaskTimestamps as TaskTimestamps
+from tasker._modules import GeneratorModule as GeneratorModule
+from tasker._modules import ManagerModule as ManagerModule
+from tasker._modules import MetricsModule as MetricsModule
 from tasker._retry import RetryPolicy as RetryPolicy
 from tasker._retry import RetryStrategy as RetryStrategy
 from tasker._scaling import DefaultScalingPolicy as DefaultScalingPolicy
@@ -37,19 +46,32 @@ from tasker._scaling import ScalingDecision as ScalingDecision
 from tasker._scaling import ScalingPolicy as ScalingPolicy
 from tasker._scaling import ScalingSample as ScalingSample
 from tasker._schedule import Schedule as Schedule
+from tasker._service import FiniteModule as FiniteModule
+from tasker._service import Module as Module
+from tasker._service import ModuleError as ModuleError
+from tasker._service import ServiceRunner as ServiceRunner
+from tasker._service import StopReport as StopReport
 from tasker._state import TaskInfo as TaskInfo
 from tasker._state import TaskState as TaskState
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    # services: modules, the runner, configuration
+    "ConfigError",
     "DefaultCollector",
     "DefaultScalingPolicy",
+    "FiniteModule",
+    "GeneratorModule",
     "Logger",
     "ManagerClosed",
     # metrics
+    "ManagerModule",
     "Metrics",
     "MetricsCollector",
+    "MetricsModule",
+    "Module",
+    "ModuleError",
     "NullCollector",
     "QueueFull",
     "ResourceCreationError",
@@ -58,7 +80,10 @@ __all__ = [
     # scaling
     "ScalingPolicy",
     "ScalingSample",
+    "ServiceConfig",
+    "ServiceRunner",
     "Stats",
+    "StopReport",
     "TaskContext",
     "TaskHandle",
     # the manager and its tasks
@@ -69,4 +94,5 @@ __all__ = [
     # errors
     "TaskerError",
     "current_task",
+    "parse_duration",
 ]

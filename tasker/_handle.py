@@ -81,27 +81,43 @@ class TaskHandle(Future[E], Generic[E]):
         retry: RetryPolicy | None = None,
         phase: TaskState = TaskState.QUEUED,
     ) -> None:
-        # Deliberately not calling Future.__init__: see the module docstring.
+        # Deliberately not calling Future.__init__: see the module docstring. Fields
+        # that usually keep their default live on the class (below) and become
+        # instance attributes only when set: fewer stores per task.
         self._state = PENDING
-        self._result: E | None = None
-        self._exception: BaseException | None = None
         self._lock = _allocate_lock()
         self._fn = fn
-        self._priority = priority
-        self._once = once
         self._seq = next(_ids)
         self._prefix = prefix
-        self.attempts = 0
         self._submitted_at = self._queued_at = queued_at
-        self._started_at = 0.0
-        self._finished_at = 0.0
-        self._name = name
-        self._timeout = timeout
-        self._retry = retry
-        self._retries = 0  # retries granted by the RetryPolicy so far
-        self._last_error: BaseException | None = None
-        self._phase = phase  # which waiting state, while the Future is PENDING
-        self._claimed = 0  # the attempt whose outcome was claimed (timeouts only)
+        if priority:
+            self._priority = True
+        if once:
+            self._once = True
+        if name is not None:
+            self._name = name
+        if timeout is not None:
+            self._timeout = timeout
+        if retry is not None:
+            self._retry = retry
+        if phase is not TaskState.QUEUED:
+            self._phase = phase
+
+    # Class-level defaults of the per-task fields (see __init__).
+    _result: E | None = None
+    _exception: BaseException | None = None
+    _priority = False
+    _once = False
+    attempts = 0
+    _started_at = 0.0
+    _finished_at = 0.0
+    _name: str | None = None
+    _timeout: float | None = None
+    _retry: RetryPolicy | None = None
+    _retries = 0  # retries granted by the RetryPolicy so far
+    _last_error: BaseException | None = None
+    _phase = TaskState.QUEUED  # which waiting state, while the Future is PENDING
+    _claimed = 0  # the attempt whose outcome was claimed (timeouts only)
 
     # -- identity -------------------------------------------------------------------------
 
@@ -129,6 +145,18 @@ class TaskHandle(Future[E], Generic[E]):
             return TaskState.COMPLETED if self._exception is None else TaskState.FAILED
         return TaskState.CANCELLED
 
+    def __repr__(self) -> str:
+        # Lock-free on purpose (Future.__repr__ takes the lock): error messages built
+        # while the lock is held include it.
+        state = self.state
+        if state is TaskState.COMPLETED:
+            outcome = f" returned {type(self._result).__name__}"
+        elif state is TaskState.FAILED:
+            outcome = f" raised {type(self._exception).__name__}"
+        else:
+            outcome = ""
+        return f"<TaskHandle {self.id} state={state.value}{outcome}>"
+
     # -- lazily built stdlib internals --------------------------------------------------
 
     def __getattr__(self, name: str) -> Any:
@@ -152,6 +180,16 @@ class TaskHandle(Future[E], Generic[E]):
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
+        self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        """Wake callers blocked in ``result()``/``exception()`` (``_lock`` held)."""
+        d = self.__dict__
+        sleepers: list[threading.Lock] | None = d.get("_sleepers")
+        if sleepers:
+            for sleeper in sleepers:
+                sleeper.release()
+            sleepers.clear()
         cond: threading.Condition | None = d.get("_condition")
         if cond is not None:
             cond.notify_all()
@@ -190,18 +228,25 @@ class TaskHandle(Future[E], Generic[E]):
         return self._result  # type: ignore[return-value]
 
     def _wait_done(self, timeout: float | None) -> None:
+        # Block on a bare lock that set_result/cancel release, not on a Condition: a
+        # caller that blocks right after submitting has a worker waiting for the GIL,
+        # and building a Condition (~1 us) would delay that worker by as much.
         with self._lock:
             if self._state in _DONE:
                 return
-            cond = self.__dict__.get("_condition")
-            if cond is None:
-                cond = self.__dict__.setdefault("_condition", threading.Condition(self._lock))
-            deadline = None if timeout is None else _monotonic() + timeout
-            while self._state not in _DONE:
-                remaining = None if deadline is None else deadline - _monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise FuturesTimeoutError()
-                cond.wait(remaining)
+            sleeper = _allocate_lock()
+            sleeper.acquire()
+            self.__dict__.setdefault("_sleepers", []).append(sleeper)
+        if timeout is None:
+            sleeper.acquire()
+            return
+        if sleeper.acquire(timeout=timeout) if timeout > 0 else sleeper.acquire(False):
+            return
+        with self._lock:
+            if self._state in _DONE:
+                return
+            self.__dict__["_sleepers"].remove(sleeper)
+        raise FuturesTimeoutError()
 
     def result(self, timeout: float | None = None) -> E:
         """Wait for the task and return its result, raising what it raised.
@@ -249,9 +294,7 @@ class TaskHandle(Future[E], Generic[E]):
             if state in _CANCELLED:
                 return True
             self._state = CANCELLED
-            cond = self.__dict__.get("_condition")
-            if cond is not None:
-                cond.notify_all()
+            self._wake_locked()
         self._invoke_callbacks()
         return True
 
@@ -276,9 +319,10 @@ class TaskHandle(Future[E], Generic[E]):
                 raise InvalidStateError(f"{self._state}: {self!r}")
             self._result = result
             self._state = FINISHED
-            if len(self.__dict__) > _PLAIN_FIELDS:
+            d = self.__dict__
+            if "_sleepers" in d or "_waiters" in d or "_condition" in d:  # anyone waiting?
                 self._notify_locked(cancelled=False)
-        if len(self.__dict__) > _PLAIN_FIELDS:
+        if "_done_callbacks" in d:
             self._invoke_callbacks()
 
     def set_exception(self, exception: BaseException | None) -> None:
@@ -347,8 +391,3 @@ class TaskHandle(Future[E], Generic[E]):
             self._notify_locked(cancelled=False)
         self._invoke_callbacks()
         return True
-
-
-# The number of instance attributes __init__ sets; more means somebody installed a
-# condition, waiters or callbacks, and set_result has someone to tell.
-_PLAIN_FIELDS = len(TaskHandle(lambda: None).__dict__)

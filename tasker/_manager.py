@@ -235,6 +235,7 @@ class TaskManager(Generic[R, E]):
         self._pool_missing = 0  # pool resources lost to failed refills
         self._finishing = False  # one caller of stop()/kill() does the final clean-up
         self._finisher: threading.Thread | None = None
+        self._late_finish = False  # a shutdown timed out: whoever leaves last cleans up
         self._next_worker = 0
         self._killed = threading.Event()
         self._created = 0
@@ -320,6 +321,12 @@ class TaskManager(Generic[R, E]):
             self._abandoned.pop(worker.id, None)
             self._exited.append(worker.thread)
             self._changed.notify_all()
+        self._finish_late()
+
+    def _finish_late(self) -> None:
+        """After a stop()/kill() that timed out, the last straggler finishes the job."""
+        if self._late_finish and not (self._live or self._abandoned or self._inline):
+            self._finish_in_background(quiet=False)
 
     def _busy_workers(self) -> int:
         return sum(1 for w in list(self._live.values()) if w.current is not None)
@@ -359,6 +366,7 @@ class TaskManager(Generic[R, E]):
     def _cancel_waiting(self, handle: TaskHandle[Any]) -> None:
         """Cancel a task that is not running (queued, scheduled or retrying)."""
         if handle._cancel_and_notify():
+            handle._finished_at = self._clock()
             self._collector.record_cancel()
             self._registry.finished(handle)
             if self._hooks.cancel_hooks:
@@ -389,8 +397,8 @@ class TaskManager(Generic[R, E]):
             timeout = check_seconds("timeout", timeout)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None (got name={name!r})")
+        retry = self._retry if retry is None else _check_retry(retry)
         if phase is None:  # validation only (a schedule checks its options up front)
-            _check_retry(retry)
             return None  # type: ignore[return-value]
         handle: TaskHandle[E] = TaskHandle(
             fn,
@@ -400,10 +408,10 @@ class TaskManager(Generic[R, E]):
             queued_at=self._clock(),
             name=name,
             timeout=timeout,
-            retry=self._retry if retry is None else _check_retry(retry),
+            retry=retry,
             phase=phase,
         )
-        self._registry.add(handle)
+        self._registry._tasks[handle._seq] = handle  # TaskRegistry.add, inlined: hot path
         return handle
 
     def submit(
@@ -755,6 +763,7 @@ class TaskManager(Generic[R, E]):
             with self._lock:
                 self._inline.discard(runner)
                 self._changed.notify_all()
+            self._finish_late()
 
     def _run_inline(self, handle: TaskHandle[E], runner: _InlineRunner) -> E:
         pooled, resource = self._pool.take()
@@ -913,6 +922,9 @@ class TaskManager(Generic[R, E]):
             self._finish_in_background(quiet)
             return
         if not self._wait_idle(deadline):
+            with self._lock:
+                self._late_finish = True  # see _finish_late
+            self._finish_late()  # in case the last one left just now
             stuck = [*self._live.values(), *self._abandoned.values()]
             running = [w.current.id for w in stuck if w.current is not None]
             self._log.warning(

@@ -113,10 +113,16 @@ class TaskQueue:
             self._wait_for_room(1, block, timeout)
             (self.prio if priority else self.main).append(handle)
             if self._idle:
-                self._idle.pop().wake()
-            elif self.on_starved is not None and not self._starved_signalled:
-                self._starved_signalled = True
-                self.on_starved()
+                sleeper: IdleSlot | None = self._idle.pop()
+            else:
+                sleeper = None
+                if self.on_starved is not None and not self._starved_signalled:
+                    self._starved_signalled = True
+                    self.on_starved()
+        if sleeper is not None:
+            # Woken outside the lock: a worker woken inside it would run straight into
+            # the lock we still hold and sleep again (two context switches, not one).
+            sleeper.wake()
 
     def rearm_starved(self) -> None:
         """Let the next arrival that finds no idle worker signal ``on_starved`` again."""
@@ -177,27 +183,24 @@ class TaskQueue:
         with self._lock:
             self._not_full.notify()
 
-    def wait_for_task(self, slot: IdleSlot) -> Handle | None:
-        """Slow path of a worker's pop: sleep until a task arrives or it must exit.
+    def wait_for_task(self, slot: IdleSlot) -> bool:
+        """Slow path of a worker's pop: sleep until there may be a task, or it must exit.
 
-        Returns None when the worker should exit: retired, killed, or draining with
-        nothing left.
+        Returns True when the worker should look at the deques again (lock-free), False
+        when it should exit: retired, killed, or draining with nothing left.
         """
-        while True:
-            with self._lock:
-                if slot.retire or self.killed:
-                    return None
-                if self.prio or self.main:
-                    handle = self.prio.popleft() if self.prio else self.main.popleft()
-                    if self.put_waiters:
-                        self._not_full.notify()
-                    return handle
-                if self.draining:
-                    return None
-                slot.idle_since = self._clock()
-                self._idle.append(slot)
-            slot.sleep()
-            slot.idle_since = None
+        with self._lock:
+            if slot.retire or self.killed:
+                return False
+            if self.prio or self.main:
+                return True
+            if self.draining:
+                return False
+            slot.idle_since = self._clock()
+            self._idle.append(slot)
+        slot.sleep()
+        slot.idle_since = None
+        return True
 
     # -- lifecycle ------------------------------------------------------------------------
 

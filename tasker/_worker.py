@@ -157,14 +157,13 @@ class Worker(Generic[R]):
             try:
                 handle = prio.popleft() if prio else main.popleft()
             except IndexError:
-                found = q.wait_for_task(slot)
-                if found is None:
+                if not q.wait_for_task(slot):
                     return False
-                handle = found
-            else:
-                if q.put_waiters:
-                    q.notify_not_full()
+                continue
+            if q.put_waiters:
+                q.notify_not_full()
             if not handle.set_running_or_notify_cancel():
+                handle._finished_at = clock()
                 collector.record_cancel()
                 registry.finished(handle)
                 if hooks.cancel_hooks:
@@ -190,8 +189,9 @@ class Worker(Generic[R]):
                 self.current = None
                 handle._finished_at = finished = clock()
                 collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
-                handle.set_result(result)
+                # Bookkeeping before set_result: the caller it wakes needs the GIL we hold.
                 registry.finished(handle)
+                handle.set_result(result)
                 if hooks.success_hooks:
                     hooks.call(hooks.success_hooks, handle)
         return False

@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FakeClock", "Resource", "Resources", "wait_until"]
+__all__ = ["FakeClock", "Resource", "Resources", "is_blocked", "wait_until"]
 
 
 class FakeClock:
@@ -80,6 +81,30 @@ def wait_until(predicate: Callable[[], object], timeout: float = 10.0, message: 
             raise AssertionError(message or f"condition not met within {timeout}s: {predicate}")
         time.sleep(pause)
         pause = min(pause * 2, 0.02)
+
+
+def is_blocked(thread: threading.Thread, inside: Callable[..., object] | None = None) -> bool:
+    """True if ``thread`` is asleep in a blocking wait (optionally, inside ``inside``).
+
+    Recognises the ways tasker and ``threading`` block: a Condition/Event wait, and a
+    :class:`~tasker.TaskHandle` waiting for its result. Use it to know that a thread
+    has really parked (in ``submit`` on a full queue, in ``result()``...) before acting.
+    """
+    from tasker._handle import TaskHandle
+
+    frame = sys._current_frames().get(thread.ident or -1)
+    if frame is None:
+        return False
+    parked = frame.f_code is TaskHandle._wait_done.__code__
+    found = inside is None
+    while frame is not None:
+        code = frame.f_code
+        if code.co_filename == threading.__file__ and code.co_name == "wait":
+            parked = True
+        if inside is not None and code is getattr(inside, "__code__", None):
+            found = True
+        frame = frame.f_back
+    return parked and found
 
 
 class Resource:

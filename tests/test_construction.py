@@ -6,17 +6,39 @@ import functools
 import logging
 import math
 import re
+import sys
 import threading
 from typing import Any
 
 import pytest
 
 import tasker
-from tasker.testing import Resource, Resources
+from tasker.testing import Resource, Resources, wait_until
 
 
 def _manager_threads(name: str) -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith(f"{name}-") and t.is_alive()]
+
+
+def _waiting_for_workers(thread: threading.Thread) -> bool:
+    """True if ``thread`` is asleep on a lock inside ``TaskManager.__init__``.
+
+    Waiting inside ``Thread.start()`` (for a new thread to boot) does not count, so
+    this looks at one snapshot of the stack (``tasker.testing.is_blocked`` cannot
+    exclude a frame).
+    """
+    assert thread.ident is not None
+    frame = sys._current_frames().get(thread.ident)
+    if frame is None or frame.f_code is not threading.Condition.wait.__code__:
+        return False
+    codes = []
+    while frame is not None:
+        codes.append(frame.f_code)
+        frame = frame.f_back
+    return (
+        tasker.TaskManager.__init__.__code__ in codes
+        and threading.Thread.start.__code__ not in codes
+    )
 
 
 class _RecordingPolicy:
@@ -298,6 +320,22 @@ def test_constructor_returns_after_every_resource_is_created(resources: Resource
         assert m.stats().active_workers == 3
         assert m.stats().available_resources == 2
     assert resources.destroyed == 5
+
+
+def test_constructor_waits_for_slow_worker_resources(resources: Resources) -> None:
+    constructing = threading.current_thread()
+
+    def slow_create() -> Resource:
+        if threading.current_thread() is not constructing:
+            # a worker's resource: finish only once the constructor is visibly waiting
+            wait_until(lambda: _waiting_for_workers(constructing))
+        return resources.create()
+
+    with tasker.TaskManager(
+        slow_create, on_destroy=resources.destroy, workers=3, burst_interval=None
+    ) as m:
+        assert resources.created == 6
+        assert m.stats().active_workers == 3
 
 
 def test_each_base_worker_creates_its_resource_in_its_own_thread(resources: Resources) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -15,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 
 import tasker
-from tasker.testing import Resource, Resources, wait_until
+from tasker.testing import Resource, Resources, is_blocked, wait_until
 
 Manager = tasker.TaskManager[Resource, Any]
 T = TypeVar("T")
@@ -34,11 +33,16 @@ def _manager(resources: Resources, *gates: threading.Event, **options: Any) -> I
 
 
 def _gate(started: threading.Event, release: threading.Event) -> Callable[[Resource], str]:
-    """A task that says it started, then waits for ``release``."""
+    """A task that says it started, then waits for ``release``.
+
+    It has no timeout of its own (``_manager`` opens every gate on the way out): a gate
+    giving up would run the queued tasks and could wake a waiter the test expects to be
+    woken by something else.
+    """
 
     def task(r: Resource) -> str:
         started.set()
-        assert release.wait(timeout=10)
+        release.wait()
         return "released"
 
     return task
@@ -46,15 +50,7 @@ def _gate(started: threading.Event, release: threading.Event) -> Callable[[Resou
 
 def _blocked_in(thread: threading.Thread, function: Callable[..., Any]) -> bool:
     """True if ``thread`` is asleep on a lock somewhere inside ``function``."""
-    assert thread.ident is not None
-    frame = sys._current_frames().get(thread.ident)
-    if frame is None or frame.f_code is not threading.Condition.wait.__code__:
-        return False
-    while frame is not None:
-        if frame.f_code is function.__code__:
-            return True
-        frame = frame.f_back
-    return False
+    return is_blocked(thread, inside=function)
 
 
 def _returns(value: T) -> Callable[[Resource], T]:

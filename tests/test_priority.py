@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import pytest
 
 import tasker
-from tasker.testing import Resource, Resources, wait_until
+from tasker.testing import Resource, Resources, is_blocked, wait_until
 
 LONG = 30.0  # a safety net against hangs, never reached when the test passes
 
@@ -74,13 +73,8 @@ def hold_worker(m: Manager, gate: Gate) -> None:
 
 
 def parked_in_wait(thread: threading.Thread) -> bool:
-    """True when ``thread`` sleeps in a ``threading`` wait (a condition, event or lock)."""
-    frame = sys._current_frames().get(thread.ident or -1)
-    while frame is not None:
-        if frame.f_code.co_filename == threading.__file__ and frame.f_code.co_name == "wait":
-            return True
-        frame = frame.f_back
-    return False
+    """True when ``thread`` sleeps in a blocking wait."""
+    return is_blocked(thread)
 
 
 @pytest.mark.parametrize(

@@ -372,17 +372,20 @@ def test_with_overlap_a_run_due_while_the_previous_one_runs_is_not_skipped(
         assert [first.result(LONG), second.result(LONG)] == ["gate", "gate"]
 
 
-def test_missed_runs_are_not_replayed_in_a_burst(resources: Resources) -> None:
+@pytest.mark.parametrize("overlap", [False, True])
+def test_missed_runs_are_not_replayed_in_a_burst(resources: Resources, overlap: bool) -> None:
     clock = FakeClock(START)
     runs = Runs()
     with running(resources, clock) as m:
-        schedule = m.schedule_recurring(runs.job, 5)
+        # With overlap=True a replayed burst cannot hide behind the no-overlap rule.
+        schedule = m.schedule_recurring(runs.job, 5, overlap=overlap)
 
         clock.set(START + 50)  # ten intervals at once
         timer_caught_up(m)
 
         assert schedule.runs == 1
         assert last_run(schedule).result(LONG) == 1
+        assert len(runs.ids) == 1
         assert schedule.next_run == wall(m, START + 55)
         assert schedule.next_run > wall(m, clock())
 

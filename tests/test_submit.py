@@ -208,6 +208,30 @@ def test_current_task_is_none_outside_a_task(resources: Resources) -> None:
     assert tasker.current_task() is None
 
 
+def test_current_task_is_none_in_on_create_and_on_destroy(resources: Resources) -> None:
+    seen: list[tuple[str, str, tasker.TaskContext | None]] = []
+
+    def create() -> Resource:
+        seen.append(("create", threading.current_thread().name, tasker.current_task()))
+        return resources.create()
+
+    def destroy(r: Resource) -> None:
+        seen.append(("destroy", threading.current_thread().name, tasker.current_task()))
+        resources.destroy(r)
+
+    m: Manager = tasker.TaskManager(create, on_destroy=destroy, workers=2, name="ctx")
+    try:
+        assert m.queue_task(lambda r: tasker.current_task()) is not None
+    finally:
+        m.stop()
+    # worker threads call on_create before and on_destroy after their tasks
+    assert {kind for kind, thread, _ in seen if thread.startswith("ctx-worker-")} == {
+        "create",
+        "destroy",
+    }
+    assert [context for _, _, context in seen] == [None] * len(seen)
+
+
 def test_current_task_works_inside_run_task(resources: Resources) -> None:
     with _manager(resources) as m:
         context = m.run_task(lambda r: tasker.current_task())
