@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/basic.py
+	$(BIN)/tasker demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -19,7 +19,6 @@ import inspect
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -339,7 +338,7 @@ def _run_service(config: ServiceConfig, target: str) -> _Service:
     return _Service(modules, managers, generators[0] if len(generators) == 1 else None)
 
 
-def _serve(service: _Service, config: ServiceConfig, title: str, out: TextIO) -> int:
+def _serve(service: _Service, config: ServiceConfig, title: str, out: TextIO, prog: str) -> int:
     metrics = _add_extras(service, config, out, title)
     try:
         runner = ServiceRunner(
@@ -357,28 +356,32 @@ def _serve(service: _Service, config: ServiceConfig, title: str, out: TextIO) ->
             runner.start()
         except ModuleError as exc:
             report = runner.stop()
-            print(f"{_PROG}: error: {exc}", file=sys.stderr)
+            print(f"{prog}: error: {exc}", file=sys.stderr)
             for line in report.problems():
-                print(f"{_PROG}: error: {line}", file=sys.stderr)
+                print(f"{prog}: error: {line}", file=sys.stderr)
             return 1
+        view = next((m for m in service.modules if isinstance(m, ViewModule)), None)
+        say = view.announce if view is not None else lambda line: _say(out, line)
         if metrics is not None:
-            print(f"metrics: {metrics.url}", file=out, flush=True)
-        print(
+            say(f"metrics: {metrics.url}")
+        say(
             f"running: {', '.join(m.name for m in runner.modules)} "
-            "(Ctrl-C or SIGTERM stops gracefully)",
-            file=out,
-            flush=True,
+            "(Ctrl-C or SIGTERM stops gracefully)"
         )
         runner.wait()
         report = runner.stop()
         elapsed = time.monotonic() - began
-        view = next((m for m in service.modules if isinstance(m, ViewModule)), None)
         out.write(_summary(service, report, elapsed, view))
         out.flush()
     if not report.ok:
-        print(f"{_PROG}: error: {describe_stop(report)}", file=sys.stderr)
+        print(f"{prog}: error: {describe_stop(report)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _say(out: TextIO, line: str) -> None:
+    out.write(line + "\n")
+    out.flush()
 
 
 def _summary(service: _Service, report: StopReport, elapsed: float, view: ViewModule | None) -> str:
@@ -432,9 +435,9 @@ def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
             if args.command == "demo":
                 service = _demo_service(config, args)
                 _announce(service, config, out)
-                return _serve(service, config, "tasker demo", out)
+                return _serve(service, config, "tasker demo", out, prog)
             service = _run_service(config, args.target)
-            return _serve(service, config, f"tasker run {args.target}", out)
+            return _serve(service, config, f"tasker run {args.target}", out, prog)
     except (ConfigError, UsageError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -465,10 +468,9 @@ def main() -> NoReturn:
         code = 130
     sys.stdout.flush()
     sys.stderr.flush()
-    left = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if left and code != 0:
-        # A shutdown overran its budget: threads are still running tasks. Exiting
-        # normally would wait for them (and stop the manager again at exit); the
-        # budget is spent, so leave now.
+    if code == 1:
+        # The run failed, and maybe its shutdown overran: tasks may still be running on
+        # threads that a normal exit would wait for (the managers' exit hook stops them
+        # without a limit). The budget is spent and everything is reported, so leave now.
         os._exit(code)
     sys.exit(code)

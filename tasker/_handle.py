@@ -30,7 +30,6 @@ from concurrent.futures._base import (
     PENDING,
     RUNNING,
 )
-from time import monotonic as _monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tasker._state import TRANSITIONS, TaskState
@@ -118,6 +117,7 @@ class TaskHandle(Future[E], Generic[E]):
     _last_error: BaseException | None = None
     _phase = TaskState.QUEUED  # which waiting state, while the Future is PENDING
     _claimed = 0  # the attempt whose outcome was claimed (timeouts only)
+    _watched = False  # a done-callback drops it from the retry timer if cancelled
 
     # -- identity -------------------------------------------------------------------------
 
@@ -293,8 +293,10 @@ class TaskHandle(Future[E], Generic[E]):
                 return False
             if state in _CANCELLED:
                 return True
-            self._state = CANCELLED
-            self._wake_locked()
+            # Straight to "notified": unlike a stock Future, waiters in wait() and
+            # as_completed() learn at once, not when a worker pops the task later.
+            self._state = CANCELLED_AND_NOTIFIED
+            self._notify_locked(cancelled=True)
         self._invoke_callbacks()
         return True
 
@@ -308,6 +310,8 @@ class TaskHandle(Future[E], Generic[E]):
             if state == CANCELLED:
                 self._state = CANCELLED_AND_NOTIFIED
                 self._notify_locked(cancelled=True)
+                return False
+            if state == CANCELLED_AND_NOTIFIED:
                 return False
         LOGGER.critical("Future %s in unexpected state: %s", id(self), state)
         raise RuntimeError("Future in unexpected state")
@@ -336,19 +340,6 @@ class TaskHandle(Future[E], Generic[E]):
         self._invoke_callbacks()
 
     # -- transitions used by the manager ------------------------------------------------
-
-    def _cancel_and_notify(self) -> bool:
-        """Cancel a task that is waiting in a queue, waking every kind of waiter.
-
-        Returns False if the task already started or ended (nothing to do).
-        """
-        if not self.cancel():
-            return self.cancelled()
-        with self._lock:
-            if self._state == CANCELLED:
-                self._state = CANCELLED_AND_NOTIFIED
-                self._notify_locked(cancelled=True)
-        return True
 
     def _move(self, to: TaskState) -> bool:
         """Move between waiting states (SCHEDULED/RETRYING → QUEUED, RUNNING → RETRYING).

@@ -60,7 +60,7 @@ class Lifecycle:
             if self.draining or self.closed:
                 raise self._m._refusal("schedule task")
             self.scheduled[handle] = self.timer.call_at(due, partial(self._scheduled_due, handle))
-        handle.add_done_callback(self._scheduled_done)
+        handle.add_done_callback(self._waiting_done)
 
     def _scheduled_due(self, handle: Handle) -> None:
         with self._lock:
@@ -73,13 +73,18 @@ class Lifecycle:
                 return
         self._m._cancel_waiting(handle)
 
-    def _scheduled_done(self, future: Any) -> None:
-        # A scheduled task cancelled by its caller: drop its timer entry now.
+    def _waiting_done(self, future: Any) -> None:
+        # A scheduled or retrying task cancelled by its caller: drop its timer entry now.
         with self._lock:
-            entry = self.scheduled.pop(future, None)
+            if future in self.scheduled:
+                entry: TimerEntry | None = self.scheduled.pop(future)
+            elif future in self.retrying:
+                entry = self.retrying.pop(future)
+            else:
+                return
         if entry is not None:
             entry.cancel()
-            self._m._cancel_waiting(future)
+        self._m._cancel_waiting(future)
 
     # -- retries for the task's own errors -----------------------------------------------
 
@@ -118,9 +123,15 @@ class Lifecycle:
                 due = m._clock() + delay
                 self.retrying[handle] = self.timer.call_at(due, partial(self._retry_due, handle))
                 m._log.debug("task %s retry %d in %.3fs", handle.id, handle._retries, delay)
-                return
-            self.retrying[handle] = None
-        self._retry_due(handle)
+                watch = not handle._watched  # one callback per task serves all its retries
+                handle._watched = True
+            else:
+                self.retrying[handle] = None
+                watch = None
+        if watch is None:
+            self._retry_due(handle)
+        elif watch:
+            handle.add_done_callback(self._waiting_done)
 
     def _retry_due(self, handle: Handle) -> None:
         with self._lock:

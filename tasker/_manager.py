@@ -29,7 +29,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, runtime_checkable
+
+from typing_extensions import TypeVar
 
 from tasker._burst import BurstManager
 from tasker._compose import Chain, Dispatcher
@@ -52,7 +54,7 @@ from tasker._worker import Worker, WorkerKind
 __all__ = ["Logger", "Stats", "TaskManager"]
 
 R = TypeVar("R")
-E = TypeVar("E")
+E = TypeVar("E", default=Any)  # results are often mixed: TaskManager(make_conn) is [R, Any]
 T = TypeVar("T")
 
 
@@ -365,7 +367,7 @@ class TaskManager(Generic[R, E]):
 
     def _cancel_waiting(self, handle: TaskHandle[Any]) -> None:
         """Cancel a task that is not running (queued, scheduled or retrying)."""
-        if handle._cancel_and_notify():
+        if handle.cancel():
             handle._finished_at = self._clock()
             self._collector.record_cancel()
             self._registry.finished(handle)
@@ -730,6 +732,8 @@ class TaskManager(Generic[R, E]):
         Every item is submitted before the first result is yielded (as
         ``Executor.map`` does). Closing the iterator early cancels what has not started.
         """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable (got fn={fn!r})")
         handles = [self.submit(_bind(fn, item), priority=priority) for item in iterable]
         return _results_in_order(handles)
 

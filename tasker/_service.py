@@ -37,6 +37,9 @@ __all__ = ["FiniteModule", "Module", "ModuleError", "ServiceRunner", "StopReport
 # A module whose budget was used up by an earlier one still gets this long to return
 # from stop(): enough to start its own shutdown (a manager's stop(0) returns at once).
 _MIN_STOP_WAIT = 0.1
+# A module is asked to finish this much before the runner stops waiting for it, so one
+# that honours its timeout has the time to return and say what it left running.
+_STOP_MARGIN = 0.1
 _TICK = 0.1  # how often run() looks at finite modules; signals wake it at once anyway
 
 
@@ -444,9 +447,11 @@ class ServiceRunner:
         """Stop one module; None if it stopped, an error, or a text saying what overran."""
         outcome: list[BaseException | None] = []
 
+        asked = max(remaining - _STOP_MARGIN, 0.0)
+
         def stop() -> None:
             try:
-                module.stop(remaining)
+                module.stop(asked)
                 outcome.append(None)
             except BaseException as exc:
                 outcome.append(exc)

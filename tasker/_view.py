@@ -121,6 +121,14 @@ class ViewModule:
             self._live.update(self._render(self._sample()), refresh=True)
             self._live.stop()
 
+    def announce(self, line: str) -> None:
+        """Write ``line`` to the stream; above the table while the live view is on."""
+        if self._live is not None and self._live.is_started:
+            self._live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
     # -- sampling and drawing -----------------------------------------------------------------
 
     def _run(self) -> None:

@@ -114,9 +114,17 @@ def manager_for(
         manager.kill()
 
 
-def retrying_after(handle: TaskHandle[Any], attempts: int) -> Callable[[], bool]:
-    """True once ``handle`` ran ``attempts`` times and waits for its next retry."""
-    return lambda: handle.attempts == attempts and handle.state is TaskState.RETRYING
+def retrying_after(manager: Manager, handle: TaskHandle[Any], attempts: int) -> Callable[[], bool]:
+    """True once ``handle`` ran ``attempts`` times and waits for its next retry.
+
+    ``retrying_tasks`` is checked too: the state turns RETRYING a moment before the
+    retry's due time is taken from the clock, and a test must not move the clock then.
+    """
+    return lambda: (
+        handle.attempts == attempts
+        and handle.state is TaskState.RETRYING
+        and manager.stats().retrying_tasks > 0
+    )
 
 
 def refuses(manager: Manager) -> bool:
@@ -136,9 +144,9 @@ def test_a_failing_task_is_retried_by_its_policy_and_succeeds(resources: Resourc
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(1.0))
 
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
         clock.advance(1.0)
-        wait_until(retrying_after(handle, 2))
+        wait_until(retrying_after(manager, handle, 2))
         clock.advance(1.0)
 
         assert handle.result(timeout=LONG) == "ok"
@@ -181,7 +189,7 @@ def test_a_waiting_retry_holds_no_worker_and_no_resource(resources: Resources) -
     task = Flaky(failures=1)
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(5.0))
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
 
         # The only worker is free: another task runs while the retry waits.
         other = manager.submit(lambda resource: resource)
@@ -208,7 +216,7 @@ def test_a_retry_is_queued_exactly_when_the_clock_reaches_its_delay(
         handle = manager.submit(task, retry=policy)
 
         for attempts, delay in [(1, 1.0), (2, 2.0)]:
-            wait_until(retrying_after(handle, attempts))
+            wait_until(retrying_after(manager, handle, attempts))
             clock.advance(delay - EPSILON)
             # A task due now goes through the same timer heap; once it has run, every
             # entry due before it has been handled, so a retry due too early would have
@@ -233,7 +241,7 @@ def test_the_jittered_delay_comes_from_the_injected_random_source(
     start = clock()
     with manager_for(resources, clock, seed=11) as manager:
         handle = manager.submit(task, retry=policy)
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
 
         clock.set(start + expected - EPSILON)
         assert manager.schedule(lambda resource: "probe", 0.0).result(timeout=LONG) == "probe"
@@ -250,11 +258,36 @@ def test_retrying_tasks_are_counted_in_stats(resources: Resources) -> None:
         handles = [manager.submit(task, retry=fixed(10.0)) for task in tasks]
 
         wait_until(lambda: all(h.state is TaskState.RETRYING for h in handles))
-        assert manager.stats().retrying_tasks == 3
+        wait_until(lambda: manager.stats().retrying_tasks == 3)
         clock.advance(10.0)
 
         assert [h.result(timeout=LONG) for h in handles] == ["ok"] * 3
         assert manager.stats().retrying_tasks == 0
+
+
+def test_a_waiting_retry_cancelled_by_its_caller_stops_waiting_at_once(
+    resources: Resources,
+) -> None:
+    clock = FakeClock()
+    task = Flaky(failures=1)
+    with manager_for(resources, clock) as manager:
+        handle = manager.submit(task, retry=fixed(60.0))
+        wait_until(retrying_after(manager, handle, 1))
+
+        assert handle.cancel() is True
+
+        assert handle.state is TaskState.CANCELLED
+        with pytest.raises(CancelledError):
+            handle.result(timeout=0)
+        wait_until(
+            lambda: manager.stats().retrying_tasks == 0 and manager.metrics().total_cancelled == 1
+        )
+        info = manager.status(handle.id)
+        assert info.state is TaskState.CANCELLED
+        assert info.finished_at is not None
+        clock.advance(60.0)
+        assert manager.schedule(lambda resource: "probe", 0.0).result(timeout=LONG) == "probe"
+        assert handle.attempts == 1  # the cancelled retry never runs
 
 
 # -- giving up ----------------------------------------------------------------------------
@@ -268,9 +301,9 @@ def test_exhausted_retries_deliver_the_last_exception_object_itself(
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(2.0, retries=2))
 
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
         clock.advance(2.0)
-        wait_until(retrying_after(handle, 2))
+        wait_until(retrying_after(manager, handle, 2))
         clock.advance(2.0)
 
         with pytest.raises(Boom, match="run 3 failed") as caught:
@@ -316,7 +349,7 @@ def test_should_retry_decides_per_error(resources: Resources) -> None:
     policy = fixed(1.0, should_retry=lambda exc: isinstance(exc, OSError))
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=policy)
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
         clock.advance(1.0)
 
         with pytest.raises(ValueError, match="bad input"):
@@ -456,24 +489,13 @@ def test_health_retries_and_policy_retries_both_count_in_attempts(resources: Res
     with manager_for(resources, clock, check_health=healthy_unless_sick, max_retries=3) as manager:
         handle = manager.submit(task, retry=fixed(4.0))
 
-        wait_until(retrying_after(handle, 2))  # the health retry ran at once, then Boom
+        wait_until(retrying_after(manager, handle, 2))  # the health retry ran at once, then Boom
         clock.advance(4.0)
 
         assert handle.result(timeout=LONG) == "ok"
         assert handle.attempts == 3
         assert manager.metrics().total_retried == 2
         assert manager.status(handle.id).last_error is errors[1]
-
-
-def test_a_once_task_is_still_retried_by_its_policy_for_its_own_errors(
-    resources: Resources,
-) -> None:
-    task = Flaky(failures=2)
-    with manager_for(resources, check_health=healthy_unless_sick) as manager:
-        handle = manager.submit(task, once=True, retry=IMMEDIATE)
-
-        assert handle.result(timeout=LONG) == "ok"
-        assert handle.attempts == 3
 
 
 # -- shutdown while a retry waits ---------------------------------------------------------
@@ -484,7 +506,7 @@ def test_stop_runs_a_waiting_retry_at_once_and_delivers(resources: Resources) ->
     task = Flaky(failures=1)
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(60.0))
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
 
         manager.stop()  # never advances the clock
 
@@ -502,7 +524,7 @@ def test_stop_runs_every_remaining_retry_without_waiting_then_delivers_the_last_
     task = Flaky(failures=10)
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(60.0, retries=3))
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
 
         manager.stop()
 
@@ -543,7 +565,7 @@ def test_kill_cancels_a_waiting_retry(resources: Resources) -> None:
     task = Flaky(failures=1)
     with manager_for(resources, clock) as manager:
         handle = manager.submit(task, retry=fixed(60.0))
-        wait_until(retrying_after(handle, 1))
+        wait_until(retrying_after(manager, handle, 1))
 
         manager.kill()
 
@@ -569,7 +591,7 @@ def test_no_handle_is_left_unfinished_by_a_shutdown_with_retries_pending(
     with manager_for(resources, clock, workers=2) as manager:
         waiting = [manager.submit(Flaky(failures=1), retry=fixed(30.0)) for _ in range(3)]
         for handle in waiting:
-            wait_until(retrying_after(handle, 1))
+            wait_until(retrying_after(manager, handle, 1))
         running = manager.submit(gate)
         assert gate.started.wait(LONG)
         queued = [manager.submit(Flaky(failures=1), retry=fixed(30.0)) for _ in range(3)]

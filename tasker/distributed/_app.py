@@ -441,14 +441,17 @@ class App:
         self.schedules[key] = schedule
         return schedule
 
-    def _enqueue_run(self, schedule: RemoteSchedule, due: float) -> str:
-        """Publish one run of a schedule; the unique key makes it once per run."""
+    def _enqueue_run(self, schedule: RemoteSchedule, due: float) -> bool:
+        """Publish one run of a schedule; the unique key makes it once per run.
+
+        Returns True if this call published it, False if another worker had.
+        """
         queue, priority = self._route(schedule.task, None, None)
         message = self._message(schedule.task, schedule.payload, queue, priority, now=time.time())
         unique = f"schedule:{schedule.key}:{round(due * 1000)}"
         out = self._outgoing(message, unique_key=unique, unique_for=max(3600.0, self.result_ttl))
         (task_id,) = self.broker.publish([out])
-        return task_id
+        return task_id == message.id
 
     # -- dead letters ---------------------------------------------------------------------
 

@@ -140,11 +140,13 @@ class RedisBroker:
         url: str,
         *,
         socket_timeout: float = 10.0,
+        client_name: str | None = None,
         **options: Any,
     ) -> RedisBroker:
         """Connect lazily to ``redis://[[user]:password@]host[:port][/db]``,
         ``rediss://`` (TLS; ``?ssl_cert_reqs=...`` etc. as redis-py accepts) or
-        ``unix://``. ``options`` are those of the constructor.
+        ``unix://``. ``client_name`` labels the connections (``CLIENT LIST``).
+        ``options`` are those of the constructor.
         """
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(
@@ -158,6 +160,7 @@ class RedisBroker:
             # One immediate retry covers a pooled connection the server closed; beyond
             # that the worker's own backoff takes over (and never duplicates a settle).
             retry=Retry(NoBackoff(), 1),
+            client_name=client_name,
         )
         return cls(client, **options)
 

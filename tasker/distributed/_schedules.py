@@ -91,7 +91,7 @@ class ScheduleRunner:
         self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}-schedules", daemon=True)
-        self.enqueued = 0
+        self.published: list[tuple[str, float]] = []  # (key, due) of the runs this one won
 
     def start(self) -> None:
         self._thread.start()
@@ -111,8 +111,8 @@ class ScheduleRunner:
                 return
             schedule = app.schedules[key]
             try:
-                app._enqueue_run(schedule, due[key])
-                self.enqueued += 1
+                if app._enqueue_run(schedule, due[key]):
+                    self.published.append((key, due[key]))
             except Exception as exc:
                 app.log.warning(
                     "schedule %r: could not enqueue the run due at %.3f: %r", key, due[key], exc

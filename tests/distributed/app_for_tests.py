@@ -77,6 +77,7 @@ def _from_env() -> App:
         max_deliveries=int(os.environ.get("TEST_MAX_DELIVERIES", "3")),
         claim_interval=0.1,
         delay_poll=0.05,
+        client_name=f"{os.environ.get('TEST_PREFIX', 'tasker-test')}-worker",
     )
     app = register(App(broker, signing_key=os.environ.get("TEST_SIGNING_KEY") or None))
     app.resource(_redis_resource, on_destroy=lambda client: client.close())
