@@ -61,7 +61,8 @@ def _duration(info: tasker.TaskInfo) -> float | None:
 
 def main() -> None:
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(message)s")
-    logging.getLogger("tasker").setLevel(logging.WARNING)
+    logging.getLogger("tasker").setLevel(logging.WARNING)  # lifecycle chatter off...
+    logging.getLogger("tasker.events").setLevel(logging.INFO)  # ...task events on
     attempts = iter(range(10))
 
     def flaky(_: object) -> str:

@@ -111,7 +111,9 @@ def test_demo_with_a_small_count_exits_0_and_prints_the_summary(tmp_path: Path) 
     assert block[0].startswith("Summary: stopped gracefully (generator finished)")
     text = "\n".join(block)
     assert "demo: 30 tasks arrived" in text
-    assert "execution p50" in text and "p95" in text and "p99" in text
+    assert "execution p50" in text
+    assert "p95" in text
+    assert "p99" in text
     assert "generator: 30 tasks submitted" in text
     assert "stopped in order: view, generator, metrics, manager" in text
     assert done.stderr == ""
@@ -126,7 +128,9 @@ def test_the_plain_view_shows_workers_queues_throughput_latency_failures(
     assert lines, done.stdout
     for part in ("demo: workers 2+", "queue main", "prio", "/s out", "p50", "p95", "p99"):
         assert part in lines[0]
-    assert "failed" in lines[0] and "retried" in lines[0] and "submitted" in lines[0]
+    assert "failed" in lines[0]
+    assert "retried" in lines[0]
+    assert "submitted" in lines[0]
 
 
 def test_sigterm_during_a_run_stops_gracefully_with_exit_0(
@@ -150,7 +154,8 @@ def test_metrics_answer_during_the_run_and_ctrl_c_stops_it(
     demo = start(running, "demo", "--count", "0", cwd=tmp_path, TASKER_METRICS_PORT="0")
     url = demo.read_until("metrics:").removeprefix("metrics:").strip()
     demo.read_until("running:")
-    assert url.startswith("http://127.0.0.1:") and url.endswith("/metrics")
+    assert url.startswith("http://127.0.0.1:")
+    assert url.endswith("/metrics")
 
     with urllib.request.urlopen(url, timeout=5) as response:
         assert response.status == 200
@@ -191,7 +196,8 @@ def test_run_gives_the_configuration_to_a_factory_and_stops_on_sigterm(
 
     assert code == 0, err
     block = "\n".join(summary(out))
-    assert "configured: workers base 3" in block and "max 5" in block
+    assert "configured: workers base 3" in block
+    assert "max 5" in block
 
 
 def test_a_shutdown_that_overruns_its_budget_exits_1_naming_what_was_running(
@@ -265,8 +271,7 @@ def call(*argv: str, out: io.StringIO | None = None) -> int:
     try:
         return cli(list(argv), out=out or io.StringIO())
     except SystemExit as exc:  # argparse's own errors and --help
-        assert isinstance(exc.code, int)
-        return exc.code
+        return int(exc.code or 0)
 
 
 @pytest.mark.parametrize(
@@ -362,8 +367,11 @@ def test_on_a_terminal_the_view_refreshes_in_place(in_tmp: Path) -> None:
     out = FakeTerminal()
     assert call("demo", "--count", "5", "--interval", "0.001", "--seed", "4", out=out) == 0
     text = out.getvalue()
-    assert "\x1b[1A" in text and "\x1b[2K" in text  # cursor up, erase line: redrawn in place
+    assert "\x1b[1A" in text
+    assert "\x1b[2K" in text
     # Other output goes above the table (its lines erased first), never into a row of it.
     assert re.search(r"(\n|\x1b\[2K)metrics: http://127\.0\.0\.1:\d+/metrics\n", text)
-    assert "throughput" in text and "latency" in text and "workers" in text
+    assert "throughput" in text
+    assert "latency" in text
+    assert "workers" in text
     assert summary(text)[0].startswith("Summary: stopped gracefully")

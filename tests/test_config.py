@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -92,46 +93,52 @@ def test_an_empty_value_means_the_default() -> None:
     assert read(TASKER_WORKERS="", TASKER_MAX_WORKERS="  ") == ServiceConfig()
 
 
-DURATION = r"a duration > 0 in seconds, such as 0.05, 50ms, 2s or 1m"
+INTEGER_1 = "an integer >= 1"
+INTEGER_0 = "an integer >= 0"
+PORT = "an integer from 0 to 65535"
+DURATION = "a duration > 0 in seconds, such as 0.05, 50ms, 2s or 1m"
+DURATION_0 = "a duration >= 0 in seconds, such as 0.05, 50ms, 2s or 1m"
+MODULES = "a comma-separated list of modules from manager, generator, metrics, view"
 
 
 @pytest.mark.parametrize(
-    ("variable", "value", "message"),
+    ("variable", "value", "expected"),
     [
-        ("TASKER_WORKERS", "zero", r"TASKER_WORKERS must be an integer >= 1 \(got TASKER_WORKERS='zero'\)"),
-        ("TASKER_WORKERS", "0", r"TASKER_WORKERS must be an integer >= 1 \(got TASKER_WORKERS='0'\)"),
-        ("TASKER_WORKERS", "2.5", r"TASKER_WORKERS must be an integer >= 1 \(got TASKER_WORKERS='2.5'\)"),
-        ("TASKER_MAX_WORKERS", "-1", r"TASKER_MAX_WORKERS must be an integer >= 1 \(got TASKER_MAX_WORKERS='-1'\)"),
-        ("TASKER_QUEUE_SIZE", "-5", r"TASKER_QUEUE_SIZE must be an integer >= 0 \(got TASKER_QUEUE_SIZE='-5'\)"),
-        ("TASKER_MAX_RETRIES", "many", r"TASKER_MAX_RETRIES must be an integer >= 0 \(got TASKER_MAX_RETRIES='many'\)"),
-        ("TASKER_GENERATOR_COUNT", "1e3", r"TASKER_GENERATOR_COUNT must be an integer >= 0 \(got TASKER_GENERATOR_COUNT='1e3'\)"),
-        ("TASKER_METRICS_PORT", "70000", r"TASKER_METRICS_PORT must be an integer from 0 to 65535 \(got TASKER_METRICS_PORT='70000'\)"),
-        ("TASKER_METRICS_PORT", "http", r"TASKER_METRICS_PORT must be an integer from 0 to 65535 \(got TASKER_METRICS_PORT='http'\)"),
-        ("TASKER_METRICS_HOST", "local host", r"TASKER_METRICS_HOST must be a host name or address such as 127.0.0.1 \(got TASKER_METRICS_HOST='local host'\)"),
-        ("TASKER_BURST_INTERVAL", "fast", r"TASKER_BURST_INTERVAL must be a duration >= 0 in seconds, such as 0.05, 50ms, 2s or 1m \(got TASKER_BURST_INTERVAL='fast'\)"),
-        ("TASKER_BURST_INTERVAL", "-0.1", r"TASKER_BURST_INTERVAL must be a duration >= 0 .* \(got TASKER_BURST_INTERVAL='-0.1'\)"),
-        ("TASKER_BURST_HOLD", "0", r"TASKER_BURST_HOLD must be " + DURATION + r" \(got TASKER_BURST_HOLD='0'\)"),
-        ("TASKER_SHUTDOWN_TIMEOUT", "10h", r"TASKER_SHUTDOWN_TIMEOUT must be " + DURATION + r" \(got TASKER_SHUTDOWN_TIMEOUT='10h'\)"),
-        ("TASKER_SHUTDOWN_TIMEOUT", "inf", r"TASKER_SHUTDOWN_TIMEOUT must be " + DURATION + r" \(got TASKER_SHUTDOWN_TIMEOUT='inf'\)"),
-        ("TASKER_SHUTDOWN_TIMEOUT", "1e999", r"TASKER_SHUTDOWN_TIMEOUT must be " + DURATION + r" \(got TASKER_SHUTDOWN_TIMEOUT='1e999'\)"),
-        ("TASKER_START_TIMEOUT", "nan", r"TASKER_START_TIMEOUT must be " + DURATION + r" \(got TASKER_START_TIMEOUT='nan'\)"),
-        ("TASKER_GENERATOR_INTERVAL", "0ms", r"TASKER_GENERATOR_INTERVAL must be " + DURATION + r" \(got TASKER_GENERATOR_INTERVAL='0ms'\)"),
-        ("TASKER_VIEW_INTERVAL", "1 minute", r"TASKER_VIEW_INTERVAL must be " + DURATION + r" \(got TASKER_VIEW_INTERVAL='1 minute'\)"),
-        ("TASKER_VIEW", "fancy", r"TASKER_VIEW must be one of auto, live, plain, off \(got TASKER_VIEW='fancy'\)"),
-        ("TASKER_LOG_LEVEL", "loud", r"TASKER_LOG_LEVEL must be one of debug, info, warning, error, critical \(got TASKER_LOG_LEVEL='loud'\)"),
-        ("TASKER_MODULES", "manager,db", r"TASKER_MODULES must be a comma-separated list of modules from manager, generator, metrics, view \(got TASKER_MODULES='manager,db'\)"),
-        ("TASKER_MODULES", "view,view", r"TASKER_MODULES must be .* \(got TASKER_MODULES='view,view'\)"),
-        ("TASKER_MODULES", ",", r"TASKER_MODULES must be .* \(got TASKER_MODULES=','\)"),
+        ("TASKER_WORKERS", "zero", INTEGER_1),
+        ("TASKER_WORKERS", "0", INTEGER_1),
+        ("TASKER_WORKERS", "2.5", INTEGER_1),
+        ("TASKER_MAX_WORKERS", "-1", INTEGER_1),
+        ("TASKER_QUEUE_SIZE", "-5", INTEGER_0),
+        ("TASKER_MAX_RETRIES", "many", INTEGER_0),
+        ("TASKER_GENERATOR_COUNT", "1e3", INTEGER_0),
+        ("TASKER_METRICS_PORT", "70000", PORT),
+        ("TASKER_METRICS_PORT", "http", PORT),
+        ("TASKER_METRICS_HOST", "local host", "a host name or address such as 127.0.0.1"),
+        ("TASKER_BURST_INTERVAL", "fast", DURATION_0),
+        ("TASKER_BURST_INTERVAL", "-0.1", DURATION_0),
+        ("TASKER_BURST_HOLD", "0", DURATION),
+        ("TASKER_SHUTDOWN_TIMEOUT", "10h", DURATION),
+        ("TASKER_SHUTDOWN_TIMEOUT", "inf", DURATION),
+        ("TASKER_SHUTDOWN_TIMEOUT", "1e999", DURATION),
+        ("TASKER_START_TIMEOUT", "nan", DURATION),
+        ("TASKER_GENERATOR_INTERVAL", "0ms", DURATION),
+        ("TASKER_VIEW_INTERVAL", "1 minute", DURATION),
+        ("TASKER_VIEW", "fancy", "one of auto, live, plain, off"),
+        ("TASKER_LOG_LEVEL", "loud", "one of debug, info, warning, error, critical"),
+        ("TASKER_MODULES", "manager,db", MODULES),
+        ("TASKER_MODULES", "view,view", MODULES),
+        ("TASKER_MODULES", ",", MODULES),
     ],
-)  # fmt: skip
+)
 def test_a_bad_value_names_the_variable_the_value_and_what_was_expected(
-    variable: str, value: str, message: str
+    variable: str, value: str, expected: str
 ) -> None:
-    with pytest.raises(ConfigError, match=f"^{message}$") as info:
+    message = f"{variable} must be {expected} (got {variable}={value!r})"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$") as info:
         read(**{variable: value})
     assert info.value.variable == variable
     assert info.value.value == value
-    assert info.value.expected in str(info.value)
+    assert info.value.expected == expected
 
 
 def test_config_errors_are_tasker_errors_and_value_errors() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,25 @@ def test_scheduling_example_shows_retries_timeouts_and_status() -> None:
     assert "timed out after 0.2s" in out
     assert "cron 'nightly-report' next runs at" in out
     assert "next_run=None" in out
+
+
+def test_pipeline_example_runs_every_chain_to_the_end() -> None:
+    out = run_example("pipeline.py", "--documents", "60")
+    assert "dispatcher: submitted 60, failed 0" in out
+    assert "chains completed: 60" in out
+    assert "stages done: fetch=60 parse=60 store=60" in out
+    assert "documents stored: 60" in out
+
+
+def test_logging_hook_example_prints_one_json_line_per_event() -> None:
+    lines = [json.loads(line) for line in run_example("logging_hook.py").splitlines()]
+    events = [(line["name"], line["event"]) for line in lines]
+    assert events[:5] == [
+        ("flaky", "submit"),
+        ("flaky", "start"),
+        ("flaky", "retry"),
+        ("flaky", "start"),
+        ("flaky", "success"),
+    ]
+    assert events[-1][1] == "failure"
+    assert "ZeroDivisionError" in lines[-1]["error"]

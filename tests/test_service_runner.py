@@ -211,7 +211,7 @@ def test_a_module_that_is_never_ready_fails_the_start(log: list[str]) -> None:
     runner = tasker.ServiceRunner(
         [FakeModule("a", log), FakeModule("slow", log, ["a"], ready=never)], start_timeout=0.05
     )
-    with pytest.raises(tasker.ModuleError, match="module 'slow' was not ready within 0.05s"):
+    with pytest.raises(tasker.ModuleError, match=r"module 'slow' was not ready within 0\.05s"):
         runner.start()
     assert stops(log) == ["slow", "a"]
 
@@ -223,7 +223,7 @@ def test_a_module_that_hangs_in_start_does_not_hang_the_runner(
         [FakeModule("a", log), FakeModule("hung", log, ["a"], start_gate=gate)],
         start_timeout=0.05,
     )
-    with pytest.raises(tasker.ModuleError, match="module 'hung' did not start within 0.05s"):
+    with pytest.raises(tasker.ModuleError, match=r"module 'hung' did not start within 0\.05s"):
         runner.start()
     assert stops(log) == ["hung", "a"]
 
@@ -305,7 +305,8 @@ def test_each_stop_gets_the_budget_that_is_left(log: list[str]) -> None:
     runner.stop()
     (b_timeout,) = b.stop_timeouts
     (a_timeout,) = a.stop_timeouts
-    assert b_timeout is not None and a_timeout is not None
+    assert b_timeout is not None
+    assert a_timeout is not None
     assert 4.0 < a_timeout <= b_timeout <= 5
 
 

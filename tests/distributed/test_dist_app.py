@@ -16,6 +16,7 @@ from app_for_tests import RUNS, register
 from tasker.distributed import (
     App,
     Broker,
+    BrokerUnavailable,
     Outgoing,
     RemoteTaskError,
     Worker,
@@ -376,3 +377,50 @@ def test_a_cron_schedule_runs_once_per_match_with_three_workers(
     won = [due for w in workers if w._schedules for _, due in w._schedules.published]
     assert len(won) == len(set(won)) == RUNS["cron"]
     assert all(due == int(due) for due in won)  # on the second
+
+
+class FlakyBroker:
+    """Delegates to a broker, but every call fails while ``down`` is set."""
+
+    def __init__(self, inner: Broker) -> None:
+        self.inner = inner
+        self.down = False
+        self.failures = 0
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self.inner, name)
+        if not callable(target) or name == "close":
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            if self.down:
+                self.failures += 1
+                time.sleep(0.005)
+                raise BrokerUnavailable("injected outage")
+            return target(*args, **kwargs)
+
+        return call
+
+
+def test_a_worker_rides_out_a_broker_outage_and_loses_nothing(
+    broker: Broker, start_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyBroker(broker)
+    app = register(App(flaky, result_ttl=60))  # type: ignore[arg-type]
+    producer = register(App(broker))
+    worker = start_worker(app, workers=2)
+    first = [producer.enqueue("slow", {"seconds": 0.2, "n": i}) for i in range(4)]
+    wait_until(lambda: worker.stats().in_flight == 4 or worker.stats().completed > 0)
+    flaky.down = True  # outcomes of the running tasks cannot be stored; fetches fail
+    during = [producer.enqueue("add", {"a": i, "b": 0}) for i in range(10)]
+    wait_until(lambda: not worker.stats().connected and flaky.failures >= 3)
+    assert not any(h.done() for h in first)  # held in memory, not acknowledged
+    flaky.down = False
+    assert sorted(h.result(timeout=10)["n"] for h in first) == [0, 1, 2, 3]
+    assert [h.result(timeout=10) for h in during] == list(range(10))
+    wait_until(lambda: worker.stats().connected)
+    stats = worker.stats()
+    assert stats.broker_errors >= 1 and stats.redelivered == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("broker unavailable while" in m for m in messages)
+    assert any("broker reachable again" in m for m in messages)
