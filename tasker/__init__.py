@@ -56,43 +56,54 @@ from tasker._state import TaskState as TaskState
 
 __version__ = "0.1.0.dev0"
 
-__all__ = [
-    # services: modules, the runner, configuration
-    "ConfigError",
-    "DefaultCollector",
-    "DefaultScalingPolicy",
-    "FiniteModule",
-    "GeneratorModule",
+# Grouped by concept, not sorted (hence the noqa): the groups are the documentation.
+__all__ = [  # noqa: RUF022
+    # the manager and its tasks
+    "TaskManager",
+    "TaskHandle",
+    "TaskContext",
+    "current_task",
+    "Stats",
     "Logger",
-    "ManagerClosed",
+    # task lifecycle
+    "TaskState",
+    "TaskInfo",
+    "RetryPolicy",
+    "RetryStrategy",
+    "Schedule",
+    # composition
+    "Work",
+    "Hook",
+    "Dispatcher",
     # metrics
-    "ManagerModule",
     "Metrics",
     "MetricsCollector",
-    "MetricsModule",
-    "Module",
-    "ModuleError",
+    "DefaultCollector",
     "NullCollector",
-    "QueueFull",
-    "ResourceCreationError",
-    "RetriesExhausted",
-    "ScalingDecision",
+    "TaskTimestamps",
     # scaling
     "ScalingPolicy",
     "ScalingSample",
-    "ServiceConfig",
+    "ScalingDecision",
+    "DefaultScalingPolicy",
+    # services: modules, the runner, configuration
+    "Module",
+    "FiniteModule",
     "ServiceRunner",
-    "Stats",
     "StopReport",
-    "TaskContext",
-    "TaskHandle",
-    # the manager and its tasks
-    "TaskManager",
-    "TaskNotFound",
-    "TaskTimeout",
-    "TaskTimestamps",
+    "ManagerModule",
+    "GeneratorModule",
+    "MetricsModule",
+    "ServiceConfig",
+    "parse_duration",
     # errors
     "TaskerError",
-    "current_task",
-    "parse_duration",
+    "ManagerClosed",
+    "QueueFull",
+    "ResourceCreationError",
+    "RetriesExhausted",
+    "TaskTimeout",
+    "TaskNotFound",
+    "ModuleError",
+    "ConfigError",
 ]

@@ -19,6 +19,7 @@ import inspect
 import logging
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -112,7 +113,7 @@ def _parser() -> _Parser:
         "demo",
         parents=[common],
         help="a generator feeding a bursting manager, with a live view and /metrics",
-        description=(
+        description=textwrap.fill(
             "Run the demo: a generator module submits a mix of short, long, failing, "
             "unhealthy, flaky and priority tasks to a manager module with bursting on, "
             "while a terminal view shows workers, queues, throughput, latency percentiles, "
@@ -131,13 +132,14 @@ def _parser() -> _Parser:
         "run",
         parents=[common],
         help="run your factory's manager or modules (like `celery -A app worker`)",
-        description=(
+        description=textwrap.fill(
             "Run TARGET, a factory 'package.module:function' returning a TaskManager, a "
             "Module, a list of modules or a ServiceRunner. A factory that takes an argument "
             "is given the tasker.ServiceConfig read from the environment (use "
             "config.manager_kwargs() for the TaskManager). Runs until Ctrl-C/SIGTERM, or "
             "until every finite module has finished, then stops gracefully. TASKER_MODULES "
-            "picks the built-in metrics and view modules added around yours."
+            "picks the built-in metrics and view modules added around yours; a returned "
+            "ServiceRunner's modules run under these settings (TASKER_SHUTDOWN_TIMEOUT...)."
         ),
         epilog=_variables_epilog(),
         formatter_class=formatter,

@@ -102,9 +102,13 @@ class Chain:
         self._m._cancel_waiting(chain)
 
 
-def _with_previous(link: Callable[..., Any], previous: Any) -> Callable[[Any], Any]:
+def _with_previous(link: Any, previous: Any) -> Callable[[Any], Any]:
+    # A later link gets the previous result: fn(resource, previous), or for a Work
+    # object, execute(resource, previous).
+    run = link if callable(link) else link.execute
+
     def call(resource: Any) -> Any:
-        return link(resource, previous)
+        return run(resource, previous)
 
     call.__qualname__ = getattr(link, "__qualname__", "link")
     return call

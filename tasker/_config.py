@@ -11,7 +11,6 @@ suffix (``50ms``, ``2s``, ``1.5m``). An empty value means "use the default".
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import math
 import os
@@ -275,10 +274,6 @@ class ServiceConfig:
         for key, value in source.items():
             values[key] = (key, value)
         return _load(values)
-
-    def replace(self, **changes: Any) -> ServiceConfig:
-        """Return a copy with ``changes`` applied (no re-validation: pass checked values)."""
-        return dataclasses.replace(self, **changes)
 
     def manager_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for :class:`tasker.TaskManager` from these settings.

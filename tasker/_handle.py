@@ -305,6 +305,8 @@ class TaskHandle(Future[E], Generic[E]):
         with self._lock:
             state = self._state
             if state == PENDING:
+                if self._phase is not TaskState.QUEUED:  # only a queued task may start
+                    raise InvalidStateError(f"cannot run a task in state {self._phase.name}")
                 self._state = RUNNING
                 return True
             if state == CANCELLED:

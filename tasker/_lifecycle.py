@@ -106,7 +106,8 @@ class Lifecycle:
                 m._collector.record_retry()
                 if m._hooks.retry_hooks:
                     m._hooks.call(m._hooks.retry_hooks, handle)
-                self._wait_for_retry(handle, policy.delay(handle._retries, self._rng))
+                delay = policy.delay(handle._retries, self._rng)
+                self._wait_for_retry(handle, stamps.finished_at + delay)
                 return
         handle._finished_at = stamps.finished_at
         m._collector.record_failure(stamps)
@@ -116,11 +117,12 @@ class Lifecycle:
         if m._hooks.failure_hooks:
             m._hooks.call(m._hooks.failure_hooks, handle)
 
-    def _wait_for_retry(self, handle: Handle, delay: float) -> None:
+    def _wait_for_retry(self, handle: Handle, due: float) -> None:
+        # ``due`` counts from the failure's own timestamp, not from whenever this runs.
         m = self._m
         with self._lock:
-            if not self.closed and not self.draining and delay > 0:
-                due = m._clock() + delay
+            if not self.closed and not self.draining and due > m._clock():
+                delay = due - m._clock()
                 self.retrying[handle] = self.timer.call_at(due, partial(self._retry_due, handle))
                 m._log.debug("task %s retry %d in %.3fs", handle.id, handle._retries, delay)
                 watch = not handle._watched  # one callback per task serves all its retries

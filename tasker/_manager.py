@@ -399,7 +399,15 @@ class TaskManager(Generic[R, E]):
             timeout = check_seconds("timeout", timeout)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str or None (got name={name!r})")
-        retry = self._retry if retry is None else _check_retry(retry)
+        if retry is None:
+            retry = None if once else self._retry  # at-most-once opts out of the default
+        else:
+            _check_retry(retry)
+            if once:
+                raise ValueError(
+                    "once=True (at most one run) cannot be combined with retry= (more runs); "
+                    f"got once=True, retry={retry!r}"
+                )
         if phase is None:  # validation only (a schedule checks its options up front)
             return None  # type: ignore[return-value]
         handle: TaskHandle[E] = TaskHandle(
@@ -495,7 +503,14 @@ class TaskManager(Generic[R, E]):
         self, fns: Iterable[Callable[[R], E] | Work[R, E]], options: dict[str, Any]
     ) -> tuple[list[TaskHandle[E]], ManagerClosed | None]:
         checked = _submit_options(options)
-        handles = [self._handle(fn, **checked) for fn in fns]
+        handles: list[TaskHandle[E]] = []
+        try:
+            for fn in fns:
+                handles.append(self._handle(fn, **checked))
+        except BaseException:  # a bad item refuses the whole batch: forget what was made
+            for handle in handles:
+                self._registry._tasks.pop(handle._seq, None)
+            raise
         queued = self._queue.put_many(handles)
         record_arrival = self._collector.record_arrival
         for _ in range(queued):

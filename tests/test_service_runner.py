@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 import pytest
 
 import tasker
-from tasker.testing import wait_until
 
 
 class FakeModule:
@@ -344,15 +343,18 @@ def test_run_ends_once_every_finite_module_has_finished(log: list[str]) -> None:
     runner = tasker.ServiceRunner([one, two, FakeModule("forever", log)])
     assert isinstance(one, tasker.FiniteModule)
 
+    waited: list[bool] = []
+
     def finish() -> None:
         one.finished.set()
-        assert not runner.wait(0.05)  # one of two is not enough
+        waited.append(runner.wait(0.05))  # one of two is not enough
         two.finished.set()
 
     finisher = threading.Thread(target=lambda: (two.started.wait(5), finish()))
     finisher.start()
     report = runner.run(handle_signals=False)
     finisher.join()
+    assert waited == [False]
     assert report.reason == "one, two finished"
     assert report.stopped == ("forever", "two", "one")
 
@@ -363,9 +365,13 @@ def test_sigint_and_sigterm_stop_the_service_gracefully(
 ) -> None:
     a = FakeModule("a", log)
     runner = tasker.ServiceRunner([a])
+
     # A safety net: if the runner did not install its handler, end the run anyway
     # (and fail on the reason) instead of killing the test process.
-    previous = signal.signal(sig, lambda *_: runner.request_stop("not handled by the runner"))
+    def safety_net(signum: int, frame: object) -> None:
+        runner.request_stop("not handled by the runner")
+
+    previous = signal.signal(sig, safety_net)
     try:
         sender = threading.Thread(target=lambda: (a.started.wait(5), os.kill(os.getpid(), sig)))
         sender.start()
@@ -373,7 +379,7 @@ def test_sigint_and_sigterm_stop_the_service_gracefully(
         sender.join()
         assert report.reason == sig.name
         assert report.ok
-        assert signal.getsignal(sig) is not runner._on_signal  # handler given back
+        assert signal.getsignal(sig) is safety_net  # the previous handler is back
     finally:
         signal.signal(sig, previous)
 
@@ -399,4 +405,4 @@ def test_wait_returns_false_when_nothing_asked_it_to_stop(log: list[str]) -> Non
     runner.request_stop("now")
     assert runner.wait(0.01) is True
     assert runner.stop_reason == "now"
-    wait_until(lambda: runner.stop().reason == "now")
+    assert runner.stop().reason == "now"

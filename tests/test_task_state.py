@@ -567,7 +567,7 @@ def test_with_zero_retention_live_tasks_are_found_and_finished_ones_forgotten(
 
 
 def test_memory_stays_bounded_by_status_retention(resources: Resources) -> None:
-    with manager_for(resources, workers=2, status_retention=5) as manager:
+    with manager_for(resources, status_retention=5) as manager:  # one worker: FIFO finishes
         handles = [manager.submit(fetch_rows) for _ in range(200)]
         for handle in handles:
             handle.result(timeout=LONG)

@@ -10,9 +10,9 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 import pytest
+from app_for_tests import RUNS, register
 
 import tasker
-from app_for_tests import RUNS, register
 from tasker.distributed import (
     App,
     Broker,
@@ -46,15 +46,19 @@ def start_worker(app: App) -> Iterator[Any]:
         worker.stop(timeout=10)
 
 
-def test_enqueue_runs_the_named_handler_and_returns_its_json_result(app: App, start_worker: Any) -> None:
+def test_enqueue_runs_the_named_handler_and_returns_its_json_result(
+    app: App, start_worker: Any
+) -> None:
     start_worker(workers=2)
     handle = app.enqueue("add", {"a": 2, "b": 40})
     assert handle.result(timeout=10) == 42
     assert handle.status() is tasker.TaskState.COMPLETED
     info = handle.info()
     assert (info.id, info.name, info.attempts, info.last_error) == (handle.id, "add", 1, None)
-    assert info.submitted_at is not None and info.started_at is not None
-    assert info.finished_at is not None and info.submitted_at <= info.started_at <= info.finished_at
+    assert info.submitted_at is not None
+    assert info.started_at is not None
+    assert info.finished_at is not None
+    assert info.submitted_at <= info.started_at <= info.finished_at
     assert app.handle(handle.id).result(timeout=1) == 42  # any process can ask by id
 
 
@@ -76,7 +80,8 @@ def test_a_failing_task_retries_with_backoff_in_the_broker_then_fails(
         handle.result(timeout=10)
     assert (caught.value.type_name, caught.value.message) == ("ValueError", "boom x")
     info = handle.info()
-    assert info.state is tasker.TaskState.FAILED and info.attempts == 3  # 1 + max_retries=2
+    assert info.state is tasker.TaskState.FAILED
+    assert info.attempts == 3
     assert isinstance(info.last_error, RemoteTaskError)
     assert worker.stats().retried == 2
     assert worker.manager.stats().retrying_tasks == 0  # no retry ever waited in a thread
@@ -85,7 +90,12 @@ def test_a_failing_task_retries_with_backoff_in_the_broker_then_fails(
 def test_a_retry_waits_in_the_broker_in_state_retrying(app: App, start_worker: Any) -> None:
     calls: list[float] = []
 
-    @app.task(name="flaky", retry=tasker.RetryPolicy(max_retries=1, base_delay=0.4, strategy=tasker.RetryStrategy.FIXED))
+    @app.task(
+        name="flaky",
+        retry=tasker.RetryPolicy(
+            max_retries=1, base_delay=0.4, strategy=tasker.RetryStrategy.FIXED
+        ),
+    )
     def flaky(resource: Any, payload: Any) -> str:
         calls.append(time.monotonic())
         if len(calls) == 1:
@@ -100,7 +110,8 @@ def test_a_retry_waits_in_the_broker_in_state_retrying(app: App, start_worker: A
     assert calls[1] - calls[0] >= 0.35
     info = handle.info()
     assert info.attempts == 2
-    assert isinstance(info.last_error, RemoteTaskError) and info.last_error.type_name == "ConnectionError"
+    assert isinstance(info.last_error, RemoteTaskError)
+    assert info.last_error.type_name == "ConnectionError"
 
 
 def test_a_task_past_its_timeout_fails_with_task_timeout(app: App, start_worker: Any) -> None:
@@ -136,7 +147,8 @@ def test_per_worker_resources_and_health_checks_apply(app: App, start_worker: An
     number = app.enqueue("use", "break").result(timeout=10)
     assert seen[0] != number  # re-run on a fresh resource after the unhealthy error
     worker.stop()
-    assert resources.live == 0 and resources.created >= 2
+    assert resources.live == 0
+    assert resources.created >= 2
 
 
 def test_chain_passes_each_result_to_the_next_link(app: App, start_worker: Any) -> None:
@@ -161,7 +173,10 @@ def test_a_failing_link_ends_the_chain_and_cancels_the_rest(app: App, start_work
 
 def test_later_links_are_scheduled_until_their_turn(app: App) -> None:
     chain = app.chain("add", "double", payload={"a": 1, "b": 1})
-    assert [h.status() for h in chain.handles] == [tasker.TaskState.QUEUED, tasker.TaskState.SCHEDULED]
+    assert [h.status() for h in chain.handles] == [
+        tasker.TaskState.QUEUED,
+        tasker.TaskState.SCHEDULED,
+    ]
 
 
 def test_group_fans_out_and_collects_results_in_order(app: App, start_worker: Any) -> None:
@@ -286,7 +301,7 @@ def test_unknown_id_and_waiting_too_long(app: App) -> None:
     with pytest.raises(tasker.TaskNotFound, match="no record of task nope"):
         app.handle("nope").status()
     handle = app.enqueue("add", {"a": 1, "b": 1})
-    with pytest.raises(TimeoutError, match="not finished within 0.05s"):
+    with pytest.raises(TimeoutError, match=r"not finished within 0\.05s"):
         handle.result(timeout=0.05)
 
 
@@ -320,7 +335,9 @@ def test_graceful_stop_finishes_and_acknowledges_everything_it_holds(
     assert second.stats().redelivered == 0
 
 
-def test_a_killed_worker_leaves_unstarted_messages_for_redelivery(app: App, start_worker: Any) -> None:
+def test_a_killed_worker_leaves_unstarted_messages_for_redelivery(
+    app: App, start_worker: Any
+) -> None:
     handles = [app.enqueue("slow", {"seconds": 0.3, "n": i}) for i in range(4)]
     worker = start_worker(workers=1, max_workers=1, prefetch=3, burst_interval=None)
     wait_until(lambda: worker.stats().unacked == 4)
@@ -339,7 +356,7 @@ def test_delayed_tasks_with_three_workers_each_run_exactly_once(
     handles = [app.enqueue("count", {"key": f"d{i}"}, delay=0.2 + i * 0.01) for i in range(30)]
     for handle in handles:
         handle.result(timeout=10)
-    assert RUNS == {f"d{i}": 1 for i in range(30)}
+    assert {f"d{i}": 1 for i in range(30)} == RUNS
 
 
 def test_a_recurring_schedule_runs_once_per_due_time_with_three_workers(
@@ -420,7 +437,8 @@ def test_a_worker_rides_out_a_broker_outage_and_loses_nothing(
     assert [h.result(timeout=10) for h in during] == list(range(10))
     wait_until(lambda: worker.stats().connected)
     stats = worker.stats()
-    assert stats.broker_errors >= 1 and stats.redelivered == 0
+    assert stats.broker_errors >= 1
+    assert stats.redelivered == 0
     messages = [r.getMessage() for r in caplog.records]
     assert any("broker unavailable while" in m for m in messages)
     assert any("broker reachable again" in m for m in messages)

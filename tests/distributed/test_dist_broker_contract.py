@@ -5,11 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+from conftest import VISIBILITY
 
 from tasker.distributed import Broker, Delivery, Outgoing, Record, Settlement
 from tasker.testing import wait_until
-
-from conftest import VISIBILITY
 
 
 def out(task_id: str, queue: str = "q", *, priority: bool = False, **options: object) -> Outgoing:
@@ -93,11 +92,18 @@ def test_message_delivered_more_than_max_deliveries_is_dead_lettered(broker: Bro
     )
     assert [d.deliveries for d in seen] == [1, 2, 3]  # max_deliveries=3
     (dead,) = broker.dead_letters()
-    assert (dead.task_id, dead.queue, dead.body, dead.deliveries) == ("poison", "q", b"body-poison", 4)
+    assert (dead.task_id, dead.queue, dead.body, dead.deliveries) == (
+        "poison",
+        "q",
+        b"body-poison",
+        4,
+    )
     assert "delivered 4 times (max_deliveries=3)" in dead.reason
     (record,) = broker.get_records(["poison"])
-    assert record is not None and record.state == "failed"
-    assert record.note is not None and "max_deliveries=3" in record.note
+    assert record is not None
+    assert record.state == "failed"
+    assert record.note is not None
+    assert "max_deliveries=3" in record.note
 
 
 def test_delayed_messages_wait_then_all_due_ones_are_delivered_together(broker: Broker) -> None:
@@ -132,7 +138,8 @@ def test_settle_stores_records_publishes_follow_ups_and_acks_once(broker: Broker
     broker.settle([settlement])
     broker.settle([settlement])  # a duplicate settle publishes nothing more
     (record,) = broker.get_records(["a"])
-    assert record is not None and (record.state, record.data) == ("completed", b'{"result": 1}')
+    assert record is not None
+    assert (record.state, record.data) == ("completed", b'{"result": 1}')
     assert [d.task_id for d in fetch_all(broker)] == ["next"]
 
 
@@ -140,7 +147,8 @@ def test_a_non_terminal_record_never_overwrites_a_terminal_one(broker: Broker) -
     broker.put_records([Record("t", "completed", b"done", ttl=60)])
     broker.put_records([Record("t", "running", b"late duplicate")])
     (record,) = broker.get_records(["t"])
-    assert record is not None and (record.state, record.data) == ("completed", b"done")
+    assert record is not None
+    assert (record.state, record.data) == ("completed", b"done")
     broker.put_records([Record("t", "failed", b"terminal over terminal", ttl=60)])
     assert [r.state for r in broker.get_records(["t"]) if r] == ["failed"]
 

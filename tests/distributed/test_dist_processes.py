@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 import redis
-
 from app_for_tests import register
 from conftest import make_redis_broker
+
 from tasker.distributed import App, RemoteTaskError
 from tasker.testing import wait_until
 
@@ -88,7 +88,9 @@ def test_a_poison_message_that_kills_workers_is_dead_lettered(
         victim = worker_process(TEST_MAX_DELIVERIES="2")
         assert victim.finish(timeout=20) == -signal.SIGKILL
     survivor = worker_process(TEST_MAX_DELIVERIES="2").wait_ready()  # ... the third buries it
-    with pytest.raises(RemoteTaskError, match=r"DeadLetter: delivered 3 times \(max_deliveries=2\)"):
+    with pytest.raises(
+        RemoteTaskError, match=r"DeadLetter: delivered 3 times \(max_deliveries=2\)"
+    ):
         handle.result(timeout=20)
     (letter,) = app.dead_letters()
     assert (letter.task_id, letter.deliveries) == (handle.id, 3)
@@ -97,14 +99,17 @@ def test_a_poison_message_that_kills_workers_is_dead_lettered(
 
 
 def test_chain_and_group_across_two_worker_processes(app: App, worker_process: Any) -> None:
-    workers = [worker_process("--workers", "2", "--max-workers", "2").wait_ready() for _ in range(2)]
+    workers = [
+        worker_process("--workers", "2", "--max-workers", "2").wait_ready() for _ in range(2)
+    ]
     group = app.group([("slow", {"seconds": 0.2, "n": i}) for i in range(12)])
     results = group.results(timeout=30)
     assert [r["n"] for r in results] == list(range(12))
     assert {r["pid"] for r in results} == {w.proc.pid for w in workers}
     chain = app.chain("add", "double", "double", "whoami", payload={"a": 1, "b": 2})
     final = chain.result(timeout=30)
-    assert final["payload"] == 12 and final["pid"] in {w.proc.pid for w in workers}
+    assert final["payload"] == 12
+    assert final["pid"] in {w.proc.pid for w in workers}
     for worker in workers:
         stop(worker)
 
@@ -136,7 +141,8 @@ def test_a_worker_refuses_forged_messages(
         assert good.enqueue("add", {"a": 2, "b": 2}).result(timeout=20) == 4
         wait_until(lambda: len(good.dead_letters()) == 1)
         (letter,) = good.dead_letters()
-        assert letter.task_id == bad.id and letter.reason.startswith("bad signature")
+        assert letter.task_id == bad.id
+        assert letter.reason.startswith("bad signature")
         stop(worker)
     finally:
         broker.close()
@@ -172,7 +178,9 @@ def test_dead_letters_command_lists_and_redrives(
         "TEST_PREFIX": prefix,
     }
     command = [sys.executable, "-m", "tasker.distributed", "dead-letters", "app_for_tests:app"]
-    listed = subprocess.run(command, capture_output=True, text=True, env=env, timeout=30, check=True)
+    listed = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=30, check=True
+    )
     assert "unknown task name 'not-registered'" in listed.stdout
     redriven = subprocess.run(
         [*command, "--redrive"], capture_output=True, text=True, env=env, timeout=30, check=True
