@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/distributed.py [--tasks 20000] [--latency-tasks 1000]
 
-For each system: 2 worker processes (4 threads each), one producer process (this one)
-enqueueing one task at a time with the system's ordinary call (``app.enqueue`` /
-``task.delay``), then waiting until every task has run and been acknowledged.
+For each system: 2 worker processes (4 threads each, Celery's default prefetch of 4 per
+thread), one producer process (this one), waiting until every task has run and been
+acknowledged.
 
-- throughput: N no-op tasks, first enqueue to last acknowledgement;
+- throughput: N no-op tasks, first enqueue to last acknowledgement, enqueued one at a
+  time (``app.enqueue`` / ``task.delay``) and in batches of 500 (``app.enqueue_many`` /
+  ``group(...).apply_async()``);
 - latency: tasks enqueued one by one, 2 ms apart, on idle workers; the handler records
   ``time.time() - payload["t"]`` (enqueue to start) in a Redis list; p50 / p99;
 - ceiling: ``redis-benchmark``'s XADD rate on this machine (pipelined and not).
@@ -115,7 +117,7 @@ def celery_pending(client: redis.Redis) -> int:
 
 
 def start_workers(system: str) -> list[subprocess.Popen[bytes]]:
-    procs = [
+    return [
         subprocess.Popen(
             [sys.executable, __file__, "--role", f"{system}-worker"],
             stdout=subprocess.DEVNULL,
@@ -123,7 +125,6 @@ def start_workers(system: str) -> list[subprocess.Popen[bytes]]:
         )
         for _ in range(2)
     ]
-    return procs
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -151,38 +152,57 @@ def warm_up(enqueue: Any, pending: Any, client: redis.Redis) -> None:
     wait_drained(pending, client)
 
 
+BATCH = 500
+
+
 def measure(system: str, tasks: int, latency_tasks: int, client: redis.Redis) -> dict[str, float]:
     if system == "tasker":
         app = tasker_app()
 
-        def noop() -> None:
+        def one() -> None:
             app.enqueue("noop")
+
+        def batch(n: int) -> None:
+            app.enqueue_many("noop", [None] * n)
 
         def stamp() -> None:
             app.enqueue("stamp", {"t": time.time()})
 
         pending = tasker_pending
     else:
+        from celery import group
+
         capp = celery_app()
         noop_task, stamp_task = capp.tasks["noop"], capp.tasks["stamp"]
 
-        def noop() -> None:
+        def one() -> None:
             noop_task.delay()
+
+        def batch(n: int) -> None:
+            group(noop_task.s() for _ in range(n)).apply_async()
 
         def stamp() -> None:
             stamp_task.delay(time.time())
 
         pending = celery_pending
     procs = start_workers(system)
+    result: dict[str, float] = {}
     try:
         time.sleep(2.0)  # workers connect and subscribe
-        warm_up(noop, pending, client)
-        started = time.perf_counter()
-        for _ in range(tasks):
-            noop()
-        enqueued = time.perf_counter()
-        wait_drained(pending, client)
-        finished = time.perf_counter()
+        warm_up(one, pending, client)
+        for mode in ("one", "batch"):
+            started = time.perf_counter()
+            if mode == "one":
+                for _ in range(tasks):
+                    one()
+            else:
+                for sent in range(0, tasks, BATCH):
+                    batch(min(BATCH, tasks - sent))
+            enqueued = time.perf_counter()
+            wait_drained(pending, client)
+            finished = time.perf_counter()
+            result[f"{mode}_throughput"] = tasks / (finished - started)
+            result[f"{mode}_enqueue_rate"] = tasks / (enqueued - started)
         client.delete(LATENCY_KEY)
         for _ in range(latency_tasks):
             stamp()
@@ -194,12 +214,9 @@ def measure(system: str, tasks: int, latency_tasks: int, client: redis.Redis) ->
         samples = sorted(float(x) for x in client.lrange(LATENCY_KEY, 0, -1))
     finally:
         stop_workers(procs)
-    return {
-        "throughput": tasks / (finished - started),
-        "enqueue_rate": tasks / (enqueued - started),
-        "p50_ms": 1000 * statistics.median(samples),
-        "p99_ms": 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))],
-    }
+    result["p50_ms"] = 1000 * statistics.median(samples)
+    result["p99_ms"] = 1000 * samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return result
 
 
 def xadd_ceiling() -> dict[str, float]:
@@ -272,15 +289,22 @@ def main() -> None:
     else:
         results["celery"] = measure("celery", args.tasks, args.latency_tasks, client)
         clean(client)
-    print(f"{'':8} {'end-to-end':>12} {'enqueue':>12} {'p50 start':>10} {'p99 start':>10}")
+    print(
+        f"{'':8} {'one-by-one e2e':>15} {'(enqueue)':>11} {'batched e2e':>13} {'(enqueue)':>11}"
+        f" {'p50 start':>10} {'p99 start':>10}"
+    )
     for name, r in results.items():
         print(
-            f"{name:8} {r['throughput']:>10,.0f}/s {r['enqueue_rate']:>10,.0f}/s "
-            f"{r['p50_ms']:>8.2f}ms {r['p99_ms']:>8.2f}ms"
+            f"{name:8} {r['one_throughput']:>13,.0f}/s {r['one_enqueue_rate']:>9,.0f}/s"
+            f" {r['batch_throughput']:>11,.0f}/s {r['batch_enqueue_rate']:>9,.0f}/s"
+            f" {r['p50_ms']:>8.2f}ms {r['p99_ms']:>8.2f}ms"
         )
     if "celery" in results:
-        ratio = results["tasker"]["throughput"] / results["celery"]["throughput"]
-        print(f"tasker / celery end-to-end throughput: {ratio:.1f}x")
+        for mode in ("one", "batch"):
+            ratio = (
+                results["tasker"][f"{mode}_throughput"] / results["celery"][f"{mode}_throughput"]
+            )
+            print(f"tasker / celery end-to-end throughput, {mode}: {ratio:.1f}x")
     client.close()
 
 

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tasker._errors import ManagerClosed
 from tasker._handle import TaskHandle
 from tasker._validate import check_int, check_seconds
 
@@ -39,7 +38,7 @@ class Chain:
     def __init__(
         self,
         manager: TaskManager[Any, Any],
-        links: Sequence[Callable[..., Any]],
+        links: Sequence[Any],
         options: dict[str, Any],
         handle: TaskHandle[Any],
     ) -> None:
@@ -263,19 +262,22 @@ class Dispatcher:
         if not batch:
             return True
         try:
-            self._m.submit_many(batch, **self._options)
-        except ManagerClosed:
-            self.failed += len(batch)
-            self._m._log.warning(
-                "dispatcher: task manager %r closed; %d callables could not be submitted",
-                self._m.name,
-                len(batch),
-            )
-            self._stopping.set()
-            return False
-        except Exception as exc:
-            self.failed += len(batch)
-            self._m._log.warning("dispatcher: %d callables not submitted: %r", len(batch), exc)
+            handles, error = self._m._submit_batch(batch, self._options)
+        except (TypeError, ValueError):
+            if len(batch) == 1:
+                self.failed += 1
+                self._m._log.warning("dispatcher: %r is not a task; not submitted", batch[0])
+                return True
+            # A bad item refuses the whole batch: submit one by one to isolate it.
+            return all(self._flush([item]) for item in batch)
+        self.submitted += len(handles)
+        if error is None:
             return True
-        self.submitted += len(batch)
-        return True
+        self.failed += len(batch) - len(handles)
+        self._m._log.warning(
+            "dispatcher: task manager %r closed; %d callables could not be submitted",
+            self._m.name,
+            len(batch) - len(handles),
+        )
+        self._stopping.set()
+        return False

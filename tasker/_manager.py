@@ -455,10 +455,14 @@ class TaskManager(Generic[R, E]):
                 this call waits for room).
         """
         handle = self._handle(fn, priority, once, name, timeout, retry)
-        self._queue.put(handle, priority)
-        self._collector.record_arrival()
-        if self._hooks.submit_hooks:
+        if self._hooks.submit_hooks:  # before the put: a worker may start it at once
             self._hooks.call(self._hooks.submit_hooks, handle)
+        try:
+            self._queue.put(handle, priority)
+        except BaseException:
+            self._refused(handle)
+            raise
+        self._collector.record_arrival()
         return handle
 
     def try_submit(
@@ -473,11 +477,21 @@ class TaskManager(Generic[R, E]):
     ) -> TaskHandle[E]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for room."""
         handle = self._handle(fn, priority, once, name, timeout, retry)
-        self._queue.put(handle, priority, block=False)
-        self._collector.record_arrival()
         if self._hooks.submit_hooks:
             self._hooks.call(self._hooks.submit_hooks, handle)
+        try:
+            self._queue.put(handle, priority, block=False)
+        except BaseException:
+            self._refused(handle)
+            raise
+        self._collector.record_arrival()
         return handle
+
+    def _refused(self, handle: TaskHandle[Any]) -> None:
+        """The queue refused a task (full or closed): it was never submitted."""
+        self._registry._tasks.pop(handle._seq, None)
+        if self._hooks.submit_hooks and handle.cancel():  # close what on_submit opened
+            self._hooks.call(self._hooks.cancel_hooks, handle)
 
     # -- composition ----------------------------------------------------------------------
 
@@ -511,23 +525,28 @@ class TaskManager(Generic[R, E]):
             for handle in handles:
                 self._registry._tasks.pop(handle._seq, None)
             raise
+        if self._hooks.submit_hooks:
+            for handle in handles:
+                self._hooks.call(self._hooks.submit_hooks, handle)
         queued = self._queue.put_many(handles)
         record_arrival = self._collector.record_arrival
         for _ in range(queued):
             record_arrival()
-        if self._hooks.submit_hooks:
-            for handle in handles[:queued]:
-                self._hooks.call(self._hooks.submit_hooks, handle)
         if queued == len(handles):
             return handles, None
         error = self._refusal("queue task")
         for handle in handles[queued:]:
             if handle._fail_if_pending(error):
                 self._registry.finished(handle)
+                self._hooks.call(self._hooks.failure_hooks, handle)
         return handles[:queued], error
 
-    def chain(self, *links: Callable[..., Any], **options: Any) -> TaskHandle[Any]:
+    def chain(self, *links: Any, **options: Any) -> TaskHandle[Any]:
         """Run ``links[0](resource)``, then ``links[1](resource, result)``, and so on.
+
+        A link is a callable or a Work object (``execute(resource)`` for the first,
+        ``execute(resource, previous)`` for the others); links are typed ``Any`` because
+        each may take and return something else.
 
         Each link is its own task (own id, visible in ``status()``), submitted when the
         previous one completed; ``options`` (as for :meth:`submit`, e.g. ``retry=``) apply
@@ -545,7 +564,7 @@ class TaskManager(Generic[R, E]):
             self._handle(link, phase=None, **checked)  # validate every link up front
         names = ", ".join(_link_name(link) for link in links)
         handle: TaskHandle[Any] = TaskHandle(
-            links[0],
+            _chain_runs_no_code,  # the chain's handle only tracks its links
             prefix=self._prefix,
             queued_at=self._clock(),
             name=checked["name"] or f"chain({names})",
@@ -570,14 +589,18 @@ class TaskManager(Generic[R, E]):
 
     def _enqueue_accepted(self, handle: TaskHandle[Any], *, first: bool) -> None:
         """Queue a chain link: the first like any submit, later ones past the bound."""
+        if self._hooks.submit_hooks:
+            self._hooks.call(self._hooks.submit_hooks, handle)
         if first:
-            self._queue.put(handle, handle._priority)
+            try:
+                self._queue.put(handle, handle._priority)
+            except BaseException:
+                self._refused(handle)
+                raise
         elif not self._queue.put_again(handle):
             self._cancel_waiting(handle)
             return
         self._collector.record_arrival()
-        if self._hooks.submit_hooks:
-            self._hooks.call(self._hooks.submit_hooks, handle)
 
     def dispatch(
         self,
@@ -600,6 +623,8 @@ class TaskManager(Generic[R, E]):
             >>> d.join()
             >>> d.submitted, d.failed
         """
+        if self._state is not _State.RUNNING:
+            raise self._refusal("dispatch")
         dispatcher = Dispatcher(
             self,
             source,
@@ -612,7 +637,9 @@ class TaskManager(Generic[R, E]):
 
     # -- scheduling -----------------------------------------------------------------------
 
-    def schedule(self, fn: Callable[[R], E], delay: float, **options: Any) -> TaskHandle[E]:
+    def schedule(
+        self, fn: Callable[[R], E] | Work[R, E], delay: float, **options: Any
+    ) -> TaskHandle[E]:
         """Queue ``fn`` after ``delay`` seconds; returns its handle, in state SCHEDULED.
 
         ``options`` are those of :meth:`submit`. The handle's id is the task's id
@@ -654,8 +681,10 @@ class TaskManager(Generic[R, E]):
         try:
             self._lifecycle.schedule(handle, due)
         except ManagerClosed:
-            self._registry.finished(handle)
+            self._registry._tasks.pop(handle._seq, None)
             raise
+        if self._hooks.submit_hooks:
+            self._hooks.call(self._hooks.submit_hooks, handle)
         return handle
 
     def schedule_recurring(
@@ -1073,6 +1102,10 @@ def _unwrap_work(work: Any, name: str | None) -> tuple[Callable[..., Any], str |
         given = getattr(work, "name", None)
         name = given if isinstance(given, str) else type(work).__qualname__
     return execute, name
+
+
+def _chain_runs_no_code(_: Any) -> None:
+    raise AssertionError("a chain's own handle is never queued")
 
 
 def _link_name(link: Any) -> str:

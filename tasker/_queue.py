@@ -146,8 +146,13 @@ class TaskQueue:
                 for handle in handles[start : start + room]:
                     (self.prio if handle._priority else self.main).append(handle)
                 start += room
-                for _ in range(min(room, len(self._idle))):
+                idle = len(self._idle)
+                for _ in range(min(room, idle)):
                     self._idle.pop().wake()
+                starved = room > idle and self.on_starved is not None
+                if starved and not self._starved_signalled:  # more tasks than idle workers
+                    self._starved_signalled = True
+                    self.on_starved()  # type: ignore[misc]
         return start
 
     def put_again(self, handle: Handle) -> bool:

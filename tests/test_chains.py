@@ -482,9 +482,10 @@ def test_a_chain_with_a_non_callable_link_is_refused_before_anything_runs(
         rec.record("first")
         return 1
 
+    not_a_link: Any = 42
     with manager_for(resources) as manager:
         with pytest.raises(TypeError, match="fn must be callable"):
-            manager.chain(first, 42)
+            manager.chain(first, not_a_link)
         with pytest.raises(TypeError, match="unexpected option"):
             manager.chain(first, colour="red")
         manager.stop()

@@ -313,6 +313,30 @@ class App:
         (task_id,) = self.broker.publish([out])
         return RemoteHandle(self, task_id, name)
 
+    def enqueue_many(
+        self,
+        name: str,
+        payloads: Iterable[Any],
+        *,
+        priority: bool | None = None,
+        queue: str | None = None,
+    ) -> list[RemoteHandle[Any]]:
+        """Enqueue ``name`` once per payload in one round trip (atomic: all or none).
+
+        Raises:
+            TypeError: A payload is not JSON-serialisable (nothing is sent).
+            BrokerUnavailable: The broker cannot be reached.
+        """
+        queue, priority = self._route(name, queue, priority)
+        now = time.time()
+        outs = [
+            self._outgoing(self._message(name, payload, queue, priority, now=now))
+            for payload in payloads
+        ]
+        if outs:
+            self.broker.publish(outs)
+        return [RemoteHandle(self, out.id, name) for out in outs]
+
     def chain(
         self,
         *names: str,
