@@ -364,14 +364,16 @@ def _serve(service: _Service, config: ServiceConfig, title: str, out: TextIO, pr
             return 1
         view = next((m for m in service.modules if isinstance(m, ViewModule)), None)
         say = view.announce if view is not None else lambda line: _say(out, line)
-        if metrics is not None:
-            say(f"metrics: {metrics.url}")
-        say(
-            f"running: {', '.join(m.name for m in runner.modules)} "
-            "(Ctrl-C or SIGTERM stops gracefully)"
-        )
-        runner.wait()
-        report = runner.stop()
+        try:
+            if metrics is not None:
+                say(f"metrics: {metrics.url}")
+            say(
+                f"running: {', '.join(m.name for m in runner.modules)} "
+                "(Ctrl-C or SIGTERM stops gracefully)"
+            )
+            runner.wait()
+        finally:
+            report = runner.stop()
         elapsed = time.monotonic() - began
         out.write(_summary(service, report, elapsed, view))
         out.flush()
@@ -390,7 +392,7 @@ def _summary(service: _Service, report: StopReport, elapsed: float, view: ViewMo
     if report.ok:
         head = f"Summary: stopped gracefully ({report.reason}) after {elapsed:.2f}s"
     else:
-        head = f"Summary: {describe_stop(report)}"
+        head = f"Summary: {describe_stop(report, details=False)} after {elapsed:.2f}s"
     lines = [head]
     for module in service.managers:
         try:
@@ -468,6 +470,10 @@ def main() -> NoReturn:
         code = cli()
     except KeyboardInterrupt:  # before the signal handlers were in place
         code = 130
+    except BrokenPipeError:  # `tasker demo | head`: the reader left; the run was stopped
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 1
     sys.stdout.flush()
     sys.stderr.flush()
     if code == 1:

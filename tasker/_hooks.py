@@ -12,7 +12,7 @@ the worker never notice. With no hooks the task path pays one attribute test per
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from tasker._state import TaskInfo
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from tasker._manager import Logger
     from tasker._registry import TaskRegistry
 
-__all__ = ["Hook", "HookRunner", "Work"]
+__all__ = ["Hook", "HookRunner", "Work", "check_hooks"]
 
 
 class Hook(Protocol):
@@ -102,3 +102,18 @@ class HookRunner:
                     exc,
                     handle.id,
                 )
+
+
+def check_hooks(hooks: Any) -> list[object]:
+    if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
+        raise TypeError(f"hooks must be a list of hook objects (got hooks={hooks!r})")
+    found: list[object] = list(hooks)
+    for i, hook in enumerate(found):
+        if not any(callable(getattr(hook, event, None)) for event in _EVENTS):
+            raise TypeError(
+                f"hooks[{i}] has none of the hook methods {', '.join(_EVENTS)} (got {hook!r})"
+            )
+    return found
+
+
+_EVENTS = ("on_submit", "on_start", "on_retry", "on_success", "on_failure", "on_cancel")

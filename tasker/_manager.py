@@ -18,14 +18,11 @@ registry of live workers, both under ``_lock``.
 
 from __future__ import annotations
 
-import atexit
-import enum
 import logging
 import queue
 import random
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
@@ -35,18 +32,27 @@ from typing_extensions import TypeVar
 
 from tasker._burst import BurstManager
 from tasker._compose import Chain, Dispatcher
-from tasker._context import _local, _set_runner
 from tasker._errors import ManagerClosed, ResourceCreationError
 from tasker._handle import TaskHandle
-from tasker._hooks import HookRunner, Work
+from tasker._hooks import HookRunner, Work, check_hooks
+from tasker._inline import InlineRunner, run_inline
 from tasker._lifecycle import Lifecycle
-from tasker._metrics import DefaultCollector, Metrics, MetricsCollector, TaskTimestamps
+from tasker._metrics import DefaultCollector, Metrics, MetricsCollector
+from tasker._options import (
+    bind,
+    check_retry,
+    link_name,
+    results_in_order,
+    submit_options,
+    unwrap_work,
+)
 from tasker._queue import TaskQueue
 from tasker._registry import TaskRegistry
 from tasker._resources import ResourcePool
 from tasker._retry import RetryPolicy
 from tasker._scaling import DefaultScalingPolicy, ScalingPolicy
 from tasker._schedule import Schedule, cron_next, interval_next
+from tasker._shutdown import Closer, State, live_managers
 from tasker._state import TaskInfo, TaskState
 from tasker._validate import check_callable, check_int, check_seconds
 from tasker._worker import Worker, WorkerKind
@@ -86,32 +92,6 @@ class Stats:
     available_resources: int
     scheduled_tasks: int = 0
     retrying_tasks: int = 0
-
-
-class _State(enum.Enum):
-    RUNNING = "running"
-    STOPPING = "stopping"
-    KILLING = "killing"
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    _State.RUNNING: {_State.STOPPING, _State.KILLING},
-    _State.STOPPING: {_State.KILLING, _State.CLOSED},
-    _State.KILLING: {_State.CLOSED},
-    _State.CLOSED: set(),
-}
-
-
-class _InlineRunner:
-    """What ``current_task()`` sees inside ``run_task``."""
-
-    __slots__ = ("_manager", "cancelled", "current")
-
-    def __init__(self, manager: TaskManager[Any, Any], handle: TaskHandle[Any]) -> None:
-        self._manager = manager
-        self.current: TaskHandle[Any] | None = handle
-        self.cancelled = threading.Event()
 
 
 class TaskManager(Generic[R, E]):
@@ -216,28 +196,25 @@ class TaskManager(Generic[R, E]):
                 f"(got scaling_policy={scaling_policy!r})"
             )
         self._policy: ScalingPolicy = scaling_policy or DefaultScalingPolicy()
-        self._retry = _check_retry(retry)
+        self._retry = check_retry(retry)
         check_int("status_retention", status_retention, minimum=0)
 
         self._prefix = f"{name}-"
         self._wall_offset = time.time() - clock()
         self._registry = TaskRegistry(status_retention, self._prefix, self._to_wall)
-        self._hooks = HookRunner(_check_hooks(hooks), self._registry, self._log)
+        self._hooks = HookRunner(check_hooks(hooks), self._registry, self._log)
         self._lifecycle = Lifecycle(self, rng)
         self._timer = self._lifecycle.timer
         self._queue = TaskQueue(queue_size, clock)
         self._pool: ResourcePool[R] = ResourcePool()
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # live workers / inline runs / state
-        self._state = _State.RUNNING
+        self._state = State.RUNNING
         self._live: dict[int, Worker[R]] = {}
         self._exited: list[threading.Thread] = []
-        self._inline: set[_InlineRunner] = set()
+        self._inline: set[InlineRunner] = set()
         self._abandoned: dict[int, Worker[R]] = {}  # stuck in a timed-out task
-        self._pool_missing = 0  # pool resources lost to failed refills
-        self._finishing = False  # one caller of stop()/kill() does the final clean-up
-        self._finisher: threading.Thread | None = None
-        self._late_finish = False  # a shutdown timed out: whoever leaves last cleans up
+        self._closer = Closer(self)
         self._next_worker = 0
         self._killed = threading.Event()
         self._created = 0
@@ -268,7 +245,7 @@ class TaskManager(Generic[R, E]):
             self._burst = BurstManager(self, self._policy, self._burst_interval)
             self._queue.on_starved = self._burst.nudge
             self._burst.start()
-        _live_managers.add(self)
+        live_managers.add(self)
         self._log.info(
             "task manager %r started: workers=%d max_workers=%d resource_pool_size=%d "
             "queue_size=%d bursting=%s",
@@ -282,7 +259,7 @@ class TaskManager(Generic[R, E]):
 
     def _abort_start(self, exc: BaseException, what: str) -> None:
         self._log.error("task manager %r: on_create failed for %s: %r", self.name, what, exc)
-        self._shutdown(kill=True, timeout=None, quiet=True)
+        self._closer.shutdown(kill=True, timeout=None, quiet=True)
         raise ResourceCreationError(
             f"on_create failed for {what} while starting task manager {self.name!r}: {exc!r}"
         ) from exc
@@ -294,8 +271,8 @@ class TaskManager(Generic[R, E]):
         with self._lock:
             # A replacement may still start while stopping: a re-queued task needs it.
             if not (
-                self._state is _State.RUNNING
-                or (self._state is _State.STOPPING and kind is WorkerKind.REPLACEMENT)
+                self._state is State.RUNNING
+                or (self._state is State.STOPPING and kind is WorkerKind.REPLACEMENT)
             ):
                 return None
             self._next_worker += 1
@@ -323,12 +300,7 @@ class TaskManager(Generic[R, E]):
             self._abandoned.pop(worker.id, None)
             self._exited.append(worker.thread)
             self._changed.notify_all()
-        self._finish_late()
-
-    def _finish_late(self) -> None:
-        """After a stop()/kill() that timed out, the last straggler finishes the job."""
-        if self._late_finish and not (self._live or self._abandoned or self._inline):
-            self._finish_in_background(quiet=False)
+        self._closer.finish_late()
 
     def _busy_workers(self) -> int:
         return sum(1 for w in list(self._live.values()) if w.current is not None)
@@ -394,7 +366,7 @@ class TaskManager(Generic[R, E]):
         phase: TaskState | None = TaskState.QUEUED,
     ) -> TaskHandle[E]:
         if not callable(fn):
-            fn, name = _unwrap_work(fn, name)
+            fn, name = unwrap_work(fn, name)
         if timeout is not None:
             timeout = check_seconds("timeout", timeout)
         if name is not None and not isinstance(name, str):
@@ -402,7 +374,7 @@ class TaskManager(Generic[R, E]):
         if retry is None:
             retry = None if once else self._retry  # at-most-once opts out of the default
         else:
-            _check_retry(retry)
+            check_retry(retry)
             if once:
                 raise ValueError(
                     "once=True (at most one run) cannot be combined with retry= (more runs); "
@@ -454,16 +426,7 @@ class TaskManager(Generic[R, E]):
             ManagerClosed: The manager is stopping or stopped (also if it closes while
                 this call waits for room).
         """
-        handle = self._handle(fn, priority, once, name, timeout, retry)
-        if self._hooks.submit_hooks:  # before the put: a worker may start it at once
-            self._hooks.call(self._hooks.submit_hooks, handle)
-        try:
-            self._queue.put(handle, priority)
-        except BaseException:
-            self._refused(handle)
-            raise
-        self._collector.record_arrival()
-        return handle
+        return self._submit(self._handle(fn, priority, once, name, timeout, retry), True)
 
     def try_submit(
         self,
@@ -476,11 +439,13 @@ class TaskManager(Generic[R, E]):
         retry: RetryPolicy | None = None,
     ) -> TaskHandle[E]:
         """Like :meth:`submit`, but raise :class:`QueueFull` instead of waiting for room."""
-        handle = self._handle(fn, priority, once, name, timeout, retry)
-        if self._hooks.submit_hooks:
+        return self._submit(self._handle(fn, priority, once, name, timeout, retry), False)
+
+    def _submit(self, handle: TaskHandle[E], block: bool) -> TaskHandle[E]:
+        if self._hooks.submit_hooks:  # before the put: a worker may start it at once
             self._hooks.call(self._hooks.submit_hooks, handle)
         try:
-            self._queue.put(handle, priority, block=False)
+            self._queue.put(handle, handle._priority, block)
         except BaseException:
             self._refused(handle)
             raise
@@ -516,7 +481,7 @@ class TaskManager(Generic[R, E]):
     def _submit_batch(
         self, fns: Iterable[Callable[[R], E] | Work[R, E]], options: dict[str, Any]
     ) -> tuple[list[TaskHandle[E]], ManagerClosed | None]:
-        checked = _submit_options(options)
+        checked = submit_options(options)
         handles: list[TaskHandle[E]] = []
         try:
             for fn in fns:
@@ -559,10 +524,10 @@ class TaskManager(Generic[R, E]):
         """
         if not links:
             raise ValueError("chain needs at least one link (got none)")
-        checked = _submit_options(options)
+        checked = submit_options(options)
         for link in links:
             self._handle(link, phase=None, **checked)  # validate every link up front
-        names = ", ".join(_link_name(link) for link in links)
+        names = ", ".join(link_name(link) for link in links)
         handle: TaskHandle[Any] = TaskHandle(
             _chain_runs_no_code,  # the chain's handle only tracks its links
             prefix=self._prefix,
@@ -584,20 +549,17 @@ class TaskManager(Generic[R, E]):
     ) -> TaskHandle[Any]:
         named = dict(options)
         if named["name"] is None:
-            named["name"] = _link_name(link)
+            named["name"] = link_name(link)
         return self._handle(fn, **named)
 
     def _enqueue_accepted(self, handle: TaskHandle[Any], *, first: bool) -> None:
         """Queue a chain link: the first like any submit, later ones past the bound."""
+        if first:
+            self._submit(handle, True)
+            return
         if self._hooks.submit_hooks:
             self._hooks.call(self._hooks.submit_hooks, handle)
-        if first:
-            try:
-                self._queue.put(handle, handle._priority)
-            except BaseException:
-                self._refused(handle)
-                raise
-        elif not self._queue.put_again(handle):
+        if not self._queue.put_again(handle):
             self._cancel_waiting(handle)
             return
         self._collector.record_arrival()
@@ -623,14 +585,14 @@ class TaskManager(Generic[R, E]):
             >>> d.join()
             >>> d.submitted, d.failed
         """
-        if self._state is not _State.RUNNING:
+        if self._state is not State.RUNNING:
             raise self._refusal("dispatch")
         dispatcher = Dispatcher(
             self,
             source,
             batch_size=batch_size,
             flush_interval=flush_interval,
-            options=_submit_options(options),
+            options=submit_options(options),
         )
         dispatcher._start()
         return dispatcher
@@ -677,7 +639,7 @@ class TaskManager(Generic[R, E]):
     def _schedule_handle(
         self, fn: Callable[[R], E] | Work[R, E], due: float, options: dict[str, Any]
     ) -> TaskHandle[E]:
-        handle = self._handle(fn, phase=TaskState.SCHEDULED, **_submit_options(options))
+        handle = self._handle(fn, phase=TaskState.SCHEDULED, **submit_options(options))
         try:
             self._lifecycle.schedule(handle, due)
         except ManagerClosed:
@@ -732,7 +694,7 @@ class TaskManager(Generic[R, E]):
         overlap: bool,
         options: dict[str, Any],
     ) -> Schedule:
-        checked = _submit_options(options)
+        checked = submit_options(options)
         self._handle(fn, phase=None, **checked)  # validate now, not at the first run
         schedule = Schedule(self, fn, checked, next_due, bool(overlap))
         self._lifecycle.add_schedule(schedule)
@@ -778,8 +740,8 @@ class TaskManager(Generic[R, E]):
         """
         if not callable(fn):
             raise TypeError(f"fn must be callable (got fn={fn!r})")
-        handles = [self.submit(_bind(fn, item), priority=priority) for item in iterable]
-        return _results_in_order(handles)
+        handles = [self.submit(bind(fn, item), priority=priority) for item in iterable]
+        return results_in_order(handles)
 
     def run_task(self, fn: Callable[[R], E] | Work[R, E]) -> E:
         """Run ``fn(resource)`` now, in this thread, on a pooled or temporary resource.
@@ -794,91 +756,24 @@ class TaskManager(Generic[R, E]):
         """
         name = None
         if not callable(fn):
-            fn, name = _unwrap_work(fn, None)
+            fn, name = unwrap_work(fn, None)
         handle: TaskHandle[E] = TaskHandle(
             fn, prefix=self._prefix, queued_at=self._clock(), name=name
         )
         self._registry.add(handle)
-        runner = _InlineRunner(self, handle)
+        runner = InlineRunner(self, handle)
         with self._lock:
-            if self._state is not _State.RUNNING:
+            if self._state is not State.RUNNING:
                 self._registry.finished(handle)
                 raise self._refusal("run task")
             self._inline.add(runner)
         try:
-            return self._run_inline(handle, runner)
+            return run_inline(self, handle, runner)
         finally:
             with self._lock:
                 self._inline.discard(runner)
                 self._changed.notify_all()
-            self._finish_late()
-
-    def _run_inline(self, handle: TaskHandle[E], runner: _InlineRunner) -> E:
-        pooled, resource = self._pool.take()
-        if not pooled:
-            try:
-                resource = self._on_create()
-            except BaseException as exc:
-                self._registry.finished(handle)
-                raise ResourceCreationError(
-                    f"on_create failed for a temporary run_task resource: {exc!r}"
-                ) from exc
-            self._resource_created()
-        self._collector.record_arrival()
-        handle.set_running_or_notify_cancel()
-        handle.attempts = 1
-        previous = _set_runner(runner)
-        handle._started_at = started = self._clock()
-        hooks = self._hooks
-        if hooks.start_hooks:
-            hooks.call(hooks.start_hooks, handle)
-        healthy = True
-        try:
-            result = handle._fn(resource)
-        except BaseException as exc:
-            healthy = not self._is_unhealthy(exc)
-            handle._finished_at = finished = self._clock()
-            self._collector.record_failure(TaskTimestamps(started, started, finished))
-            handle._last_error = exc
-            handle.set_exception(exc)
-            self._registry.finished(handle)
-            hooks.call(hooks.failure_hooks, handle)
-            raise
-        else:
-            handle._finished_at = finished = self._clock()
-            self._collector.record_completion(TaskTimestamps(started, started, finished))
-            handle.set_result(result)
-            self._registry.finished(handle)
-            hooks.call(hooks.success_hooks, handle)
-            return result
-        finally:
-            _set_runner(previous)
-            runner.current = None
-            self._release_inline(resource, pooled, healthy)  # type: ignore[arg-type]
-
-    def _release_inline(self, resource: R, pooled: bool, healthy: bool) -> None:
-        if healthy and (pooled or self._pool_missing > 0) and self._pool.put(resource):
-            if not pooled:  # a healthy temporary resource fills a hole a failed refill left
-                with self._lock:
-                    self._pool_missing -= 1
-            return
-        self._destroy(resource)
-        if pooled and not healthy:
-            self._log.warning("run_task resource unhealthy: destroyed it, refilling the pool")
-            try:
-                fresh = self._on_create()
-            except BaseException as exc:
-                with self._lock:
-                    self._pool_missing += 1
-                self._log.warning(
-                    "could not refill the run_task pool (%r); the next healthy temporary "
-                    "resource will take the place",
-                    exc,
-                )
-                return
-            self._resource_created()
-            if not self._pool.put(fresh):
-                self._destroy(fresh)
+            self._closer.finish_late()
 
     # -- observing ------------------------------------------------------------------------
 
@@ -916,7 +811,7 @@ class TaskManager(Generic[R, E]):
         remaining workers finish and clean up in the background). Called from inside a
         task, it starts the shutdown and returns without waiting for itself.
         """
-        self._shutdown(kill=False, timeout=timeout)
+        self._closer.shutdown(kill=False, timeout=timeout)
 
     def kill(self, timeout: float | None = None) -> None:
         """Stop now: refuse new tasks, cancel queued ones, signal running ones.
@@ -926,135 +821,7 @@ class TaskManager(Generic[R, E]):
         delivers its result. Waits for running tasks to return, or ``timeout`` seconds
         (then it logs the ids still running; their workers clean up when they return).
         """
-        self._shutdown(kill=True, timeout=timeout)
-
-    def _transition(self, to: _State) -> bool:
-        """Move the lifecycle state (``_lock`` held); False if not allowed from here."""
-        if to not in _TRANSITIONS[self._state]:
-            return False
-        self._state = to
-        self._changed.notify_all()
-        return True
-
-    def _shutdown(self, *, kill: bool, timeout: float | None, quiet: bool = False) -> None:
-        if timeout is not None:
-            check_seconds("timeout", timeout, allow_zero=True)
-        # Real time, not the injected clock: this is how long the caller is willing to wait.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            began = self._transition(_State.KILLING if kill else _State.STOPPING)
-            runners: list[Worker[R] | _InlineRunner] = [*self._live.values(), *self._inline]
-        if began and kill:
-            self._killed.set()
-            self._lifecycle.begin_kill()
-            cancelled = self._queue.kill(str(self._refusal("queue task")))
-            for handle in cancelled:
-                self._cancel_waiting(handle)
-            for runner in runners:
-                runner.cancelled.set()
-            if not quiet:
-                self._log.info(
-                    "task manager %r killed: %d queued tasks cancelled", self.name, len(cancelled)
-                )
-        elif began:
-            self._lifecycle.begin_stop()  # first: waiting retries join the queue to drain
-            self._queue.close(str(self._refusal("queue task")))
-            self._log.info(
-                "task manager %r stopping: draining %d queued tasks", self.name, len(self._queue)
-            )
-        if self._burst is not None:
-            self._burst.stop()
-        if _runner_manager() is self:
-            # Called from one of our own tasks: waiting here would wait for itself, so a
-            # helper thread waits for the workers and finishes the shutdown.
-            self._finish_in_background(quiet)
-            return
-        if not self._wait_idle(deadline):
-            with self._lock:
-                self._late_finish = True  # see _finish_late
-            self._finish_late()  # in case the last one left just now
-            stuck = [*self._live.values(), *self._abandoned.values()]
-            running = [w.current.id for w in stuck if w.current is not None]
-            self._log.warning(
-                "task manager %r: %s timed out after %ss; still running: %s",
-                self.name,
-                "kill" if kill else "stop",
-                timeout,
-                running or "none",
-            )
-            return
-        self._finish_shutdown(quiet, deadline)
-        finisher = self._finisher
-        if finisher is not None and finisher is not threading.current_thread():
-            finisher.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-
-    def _finish_in_background(self, quiet: bool) -> None:
-        with self._lock:
-            if self._finisher is not None:
-                return
-            self._finisher = threading.Thread(
-                target=self._finish_when_idle,
-                args=(quiet,),
-                name=f"{self.name}-finisher",
-                daemon=True,
-            )
-        self._finisher.start()
-
-    def _finish_when_idle(self, quiet: bool) -> None:
-        if self._wait_idle(None):
-            self._finish_shutdown(quiet, None)
-
-    def _wait_idle(self, deadline: float | None) -> bool:
-        with self._lock:
-            while self._live or self._inline or self._abandoned:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return False
-                self._changed.wait(remaining)
-            exited, self._exited = self._exited, []
-        for thread in exited:
-            thread.join()
-        return True
-
-    def _finish_shutdown(self, quiet: bool, deadline: float | None) -> None:
-        """Destroy the pool, end the leftovers, stop the helper threads; once.
-
-        A concurrent caller waits until the one doing it is done, so every stop()/kill()
-        returns only after every resource is destroyed.
-        """
-        with self._lock:
-            if self._finishing:
-                while self._state is not _State.CLOSED:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        return
-                    self._changed.wait(remaining)
-                return
-            self._finishing = True
-        for resource in self._pool.close():
-            self._destroy(resource)
-        for handle in self._queue.sweep():  # no worker was left to run it; never hang it
-            if handle._fail_if_pending(
-                ManagerClosed(
-                    f"task manager {self.name!r} is shutting down: no worker was left to run "
-                    f"task {handle.id}"
-                )
-            ):
-                self._registry.finished(handle)
-        if self._burst is not None:
-            self._burst.join()
-        self._lifecycle.close()
-        with self._lock:
-            closed_now = self._transition(_State.CLOSED)
-        if closed_now:
-            _live_managers.discard(self)
-            if not quiet:
-                self._log.info(
-                    "task manager %r stopped: %d resources created, %d destroyed",
-                    self.name,
-                    self._created,
-                    self._destroyed,
-                )
+        self._closer.shutdown(kill=True, timeout=timeout)
 
     def __enter__(self) -> TaskManager[R, E]:
         return self
@@ -1066,98 +833,5 @@ class TaskManager(Generic[R, E]):
         return f"<TaskManager {self.name!r} {self._state.value} workers={len(self._live)}>"
 
 
-def _runner_manager() -> object:
-    """The manager whose task is running in this thread, if any."""
-    return getattr(_local, "runner", None) and getattr(_local.runner, "_manager", None)
-
-
-_OPTIONS = ("priority", "once", "name", "timeout", "retry")
-
-
-def _submit_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Check the ``**options`` of the schedule methods; fill in the defaults."""
-    unknown = sorted(set(options) - set(_OPTIONS))
-    if unknown:
-        raise TypeError(
-            f"unexpected option(s) {', '.join(unknown)} (expected some of: {', '.join(_OPTIONS)})"
-        )
-    return {
-        "priority": bool(options.get("priority", False)),
-        "once": bool(options.get("once", False)),
-        "name": options.get("name"),
-        "timeout": options.get("timeout"),
-        "retry": options.get("retry"),
-    }
-
-
-def _unwrap_work(work: Any, name: str | None) -> tuple[Callable[..., Any], str | None]:
-    """A Work object's ``execute`` and name; TypeError for anything else."""
-    execute = getattr(work, "execute", None)
-    if not callable(execute):
-        raise TypeError(
-            "fn must be callable, or a Work object with an execute(resource) method "
-            f"(got fn={work!r})"
-        )
-    if name is None:
-        given = getattr(work, "name", None)
-        name = given if isinstance(given, str) else type(work).__qualname__
-    return execute, name
-
-
 def _chain_runs_no_code(_: Any) -> None:
     raise AssertionError("a chain's own handle is never queued")
-
-
-def _link_name(link: Any) -> str:
-    if not callable(link):
-        given = getattr(link, "name", None)
-        return given if isinstance(given, str) else type(link).__qualname__
-    return str(getattr(link, "__qualname__", None) or getattr(link, "__name__", "link"))
-
-
-def _check_hooks(hooks: Any) -> list[object]:
-    if isinstance(hooks, str | bytes) or not isinstance(hooks, Iterable):
-        raise TypeError(f"hooks must be a list of hook objects (got hooks={hooks!r})")
-    found: list[object] = list(hooks)
-    for i, hook in enumerate(found):
-        if not any(callable(getattr(hook, event, None)) for event in _HOOK_EVENTS):
-            raise TypeError(
-                f"hooks[{i}] has none of the hook methods {', '.join(_HOOK_EVENTS)} (got {hook!r})"
-            )
-    return found
-
-
-_HOOK_EVENTS = ("on_submit", "on_start", "on_retry", "on_success", "on_failure", "on_cancel")
-
-
-def _check_retry(retry: Any) -> RetryPolicy | None:
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise TypeError(f"retry must be a tasker.RetryPolicy or None (got retry={retry!r})")
-    return retry
-
-
-def _bind(fn: Callable[[R, T], E], item: T) -> Callable[[R], E]:
-    def call(resource: R) -> E:
-        return fn(resource, item)
-
-    return call
-
-
-def _results_in_order(handles: list[TaskHandle[E]]) -> Iterator[E]:
-    try:
-        for handle in handles:
-            yield handle.result()
-    finally:
-        for handle in handles:
-            handle.cancel()
-
-
-# Managers that were never stopped are stopped (gracefully) at interpreter exit, so a
-# program that forgets stop() still exits and still destroys its resources.
-_live_managers: weakref.WeakSet[TaskManager[Any, Any]] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_live_managers() -> None:
-    for manager in list(_live_managers):
-        manager.stop()

@@ -155,28 +155,19 @@ class TaskQueue:
                     self.on_starved()  # type: ignore[misc]
         return start
 
-    def put_again(self, handle: Handle) -> bool:
+    def put_again(self, handle: Handle, *, front: bool = False) -> bool:
         """Queue a task that was accepted earlier (due, or retrying). Ignores the bound.
 
-        Returns False if the queue was killed; the caller must then cancel the task.
+        ``front=True`` puts it at the very front (a health retry). Returns False if the
+        queue was killed; the caller must then cancel the task.
         """
         with self._lock:
             if self.killed:
                 return False
-            (self.prio if handle._priority else self.main).append(handle)
-            if self._idle:
-                self._idle.pop().wake()
-            return True
-
-    def put_front(self, handle: Handle) -> bool:
-        """Put a task back at the very front (a health retry). Ignores the bound.
-
-        Returns False if the queue was killed; the caller must then cancel the task.
-        """
-        with self._lock:
-            if self.killed:
-                return False
-            self.prio.appendleft(handle)
+            if front:
+                self.prio.appendleft(handle)
+            else:
+                (self.prio if handle._priority else self.main).append(handle)
             if self._idle:
                 self._idle.pop().wake()
             return True

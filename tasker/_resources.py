@@ -23,6 +23,7 @@ class ResourcePool(Generic[R]):
         self._lock = threading.Lock()
         self._idle: deque[R] = deque()
         self._closed = False
+        self._holes = 0  # resources lost to failed refills, to be filled later
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -39,6 +40,20 @@ class ResourcePool(Generic[R]):
         with self._lock:
             if self._closed:
                 return False
+            self._idle.append(resource)
+            return True
+
+    def note_hole(self) -> None:
+        """A resource was lost and could not be replaced: remember to fill its place."""
+        with self._lock:
+            self._holes += 1
+
+    def fill_hole(self, resource: R) -> bool:
+        """Keep ``resource`` if the pool has a hole; False if it has none (or is closed)."""
+        with self._lock:
+            if self._closed or not self._holes:
+                return False
+            self._holes -= 1
             self._idle.append(resource)
             return True
 

@@ -480,9 +480,10 @@ class ServiceRunner:
         return f"<ServiceRunner {self._state.value} [{names}]>"
 
 
-def describe_stop(report: StopReport) -> str:
-    """One line: how the service stopped, for logs and the CLI."""
+def describe_stop(report: StopReport, *, details: bool = True) -> str:
+    """One line: how the service stopped (and, with ``details``, each problem)."""
     if report.ok:
         return f"stopped gracefully ({report.reason}) in {report.elapsed:.2f}s"
     what = f"overran its {report.budget:g}s budget" if report.overran else "failed"
-    return f"shutdown {what} ({report.reason}): " + "; ".join(report.problems())
+    head = f"shutdown {what} ({report.reason})"
+    return head + ": " + "; ".join(report.problems()) if details else head

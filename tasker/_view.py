@@ -94,6 +94,7 @@ class ViewModule:
         self._live: Live | None = None
         self._began = time.monotonic()
         self.peak_workers: dict[str, int] = {}
+        self._closed_stream = False
 
     # -- module -----------------------------------------------------------------------------
 
@@ -120,6 +121,8 @@ class ViewModule:
         if self._live is not None:
             self._live.update(self._render(self._sample()), refresh=True)
             self._live.stop()
+            if not self._live.console.is_terminal:
+                self._live.console.line()  # off a terminal the last frame has no newline
 
     def announce(self, line: str) -> None:
         """Write ``line`` to the stream; above the table while the live view is on."""
@@ -160,13 +163,18 @@ class ViewModule:
         return f"submitted {g.submitted}{of}"
 
     def _write_lines(self, samples: list[Sample]) -> None:
+        if self._closed_stream:
+            return
         lines = [
             f"[{self._elapsed():6.1f}s] {plain_line(s)}"
             + (f" | {self._progress()}" if self._generator else "")
             for s in samples
         ]
-        self._stream.write("".join(line + "\n" for line in lines))
-        self._stream.flush()
+        try:
+            self._stream.write("".join(line + "\n" for line in lines))
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):  # the reader went away (`tasker demo | head`)
+            self._closed_stream = True
 
     def _render(self, samples: list[Sample]) -> RenderableType:
         from rich.console import Group

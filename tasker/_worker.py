@@ -251,7 +251,7 @@ class Worker(Generic[R]):
             m._collector.record_retry()
             if m._hooks.retry_hooks:
                 m._hooks.call(m._hooks.retry_hooks, handle)
-            if not (handle._move(TaskState.QUEUED) and m._queue.put_front(handle)):
+            if not (handle._move(TaskState.QUEUED) and m._queue.put_again(handle, front=True)):
                 m._cancel_waiting(handle)
             return True
         handle._finished_at = stamps.finished_at

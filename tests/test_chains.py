@@ -20,6 +20,7 @@ import pytest
 
 import tasker
 from tasker import RetryPolicy, RetryStrategy, TaskState
+from tasker._shutdown import Closer
 from tasker.testing import FakeClock, Resource, Resources, is_blocked, wait_until
 
 Manager = tasker.TaskManager[Resource, Any]
@@ -453,7 +454,7 @@ def test_stop_mid_chain_drains_the_whole_chain(resources: Resources) -> None:
         assert gate.started.wait(LONG)
         stopper = threading.Thread(target=manager.stop)
         stopper.start()
-        wait_until(lambda: is_blocked(stopper, inside=tasker.TaskManager._wait_idle))
+        wait_until(lambda: is_blocked(stopper, inside=Closer.wait_idle))
         with pytest.raises(tasker.ManagerClosed):
             manager.submit(lambda resource: None)
 

@@ -78,7 +78,7 @@ def test_a_manager_module_that_cannot_drain_in_time_says_what_is_running(
         with pytest.raises(
             TimeoutError,
             match=r"task manager 'slow' still running 1 task\(s\) on 1 worker\(s\), 0 queued, "
-            r"after 0.05s",
+            r"after 0\.05s",
         ):
             module.stop(0.05)
     finally:
