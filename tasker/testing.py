@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["FakeClock", "Resource", "Resources", "is_blocked", "wait_until"]
+__all__ = ["FakeClock", "Gate", "Resource", "Resources", "is_blocked", "wait_until"]
 
 
 class FakeClock:
@@ -105,6 +105,40 @@ def is_blocked(thread: threading.Thread, inside: Callable[..., object] | None = 
             found = True
         frame = frame.f_back
     return parked and found
+
+
+class Gate:
+    """A task that holds its worker until ``release()``, or until it is cancelled.
+
+    Submit it to occupy a worker for as long as a test needs; ``started`` tells when it
+    runs. It returns ``result`` (default ``"released"``).
+
+    Example:
+        >>> gate = Gate()
+        >>> manager.submit(gate)
+        >>> gate.started.wait()      # the only worker is busy now
+        >>> ...                      # queue more work, check stats()
+        >>> gate.release()
+    """
+
+    def __init__(self, result: object = "released") -> None:
+        self.started = threading.Event()
+        self._release = threading.Event()
+        self.result = result
+
+    def __call__(self, resource: object) -> object:
+        from tasker._context import current_task
+
+        self.started.set()
+        context = current_task()
+        cancelled = context.cancelled if context is not None else threading.Event()
+        while not (self._release.is_set() or cancelled.is_set()):
+            self._release.wait(0.01)  # two events to watch: poll the second briefly
+        return self.result
+
+    def release(self) -> None:
+        """Let the task return."""
+        self._release.set()
 
 
 class Resource:

@@ -19,7 +19,7 @@ import pytest
 import tasker
 from tasker import TaskState
 from tasker._queue import TaskQueue
-from tasker.testing import Resource, Resources, is_blocked, wait_until
+from tasker.testing import Gate, Resource, Resources, is_blocked, wait_until
 
 Manager = tasker.TaskManager[Resource, Any]
 
@@ -37,25 +37,6 @@ def manager_for(res: Resources, **options: Any) -> Iterator[Manager]:
         yield manager
     finally:
         manager.kill()
-
-
-class Gate:
-    """A task that holds its worker until ``release()`` (or until it is cancelled)."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self._release = threading.Event()
-
-    def __call__(self, resource: Resource) -> str:
-        self.started.set()
-        context = tasker.current_task()
-        cancelled = context.cancelled if context is not None else threading.Event()
-        while not (self._release.is_set() or cancelled.is_set()):
-            self._release.wait(0.01)
-        return "released"
-
-    def release(self) -> None:
-        self._release.set()
 
 
 class Log:

@@ -21,7 +21,7 @@ import pytest
 import tasker
 from tasker import RetryPolicy, RetryStrategy, TaskHandle, TaskInfo, TaskState
 from tasker._state import TRANSITIONS
-from tasker.testing import FakeClock, Resource, Resources, wait_until
+from tasker.testing import FakeClock, Gate, Resource, Resources, wait_until
 
 Manager = tasker.TaskManager[Resource, Any]
 
@@ -40,25 +40,6 @@ class Boom(Exception):
 
 class Sick(Exception):
     """An error ``check_health`` rejects."""
-
-
-class Gate:
-    """A task that holds its worker until ``release()`` (or until it is cancelled)."""
-
-    def __init__(self) -> None:
-        self.started = threading.Event()
-        self._release = threading.Event()
-
-    def __call__(self, resource: Resource) -> str:
-        self.started.set()
-        context = tasker.current_task()
-        cancelled = context.cancelled if context is not None else threading.Event()
-        while not (self._release.is_set() or cancelled.is_set()):
-            self._release.wait(0.01)
-        return "released"
-
-    def release(self) -> None:
-        self._release.set()
 
 
 @contextlib.contextmanager
