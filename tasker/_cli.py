@@ -145,6 +145,36 @@ def _parser() -> _Parser:
         formatter_class=formatter,
     )
     run.add_argument("target", metavar="TARGET", help="package.module:factory")
+    worker = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="run a distributed worker of package.module:app (needs tasker-pool[redis])",
+        description=textwrap.fill(
+            "Run a worker for TARGET, a tasker.distributed.App ('package.module:app', or a "
+            "function returning one): it reads the app's queues from its broker and runs "
+            "the tasks on a TaskManager with per-worker resources, bursting and retries, "
+            "serves /metrics, and stops gracefully on Ctrl-C/SIGTERM, finishing and "
+            "acknowledging what it holds. TASKER_WORKERS, TASKER_MAX_WORKERS, "
+            "TASKER_METRICS_PORT and TASKER_SHUTDOWN_TIMEOUT apply."
+        ),
+        epilog=_variables_epilog(),
+        formatter_class=formatter,
+    )
+    worker.add_argument("target", metavar="TARGET", help="package.module:app")
+    worker.add_argument("-Q", "--queues", metavar="NAMES", help="comma-separated queues")
+    worker.add_argument("--workers", metavar="N", help="base workers")
+    worker.add_argument("--max-workers", metavar="N", help="base + burst cap")
+    worker.add_argument("--prefetch", metavar="N", type=int, default=0, help="extra messages held")
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list, re-drive or purge the dead letters of package.module:app",
+        description="List dead letters as JSON lines, or re-drive or purge them.",
+    )
+    dead.add_argument("target", metavar="TARGET", help="package.module:app")
+    action = dead.add_mutually_exclusive_group()
+    action.add_argument("--redrive", action="store_true", help="publish them again")
+    action.add_argument("--purge", action="store_true", help="delete them")
+    dead.add_argument("ids", nargs="*", help="dead-letter ids (default: all)")
     return parser
 
 
@@ -280,13 +310,17 @@ def _demo_service(config: ServiceConfig, args: argparse.Namespace) -> _Service:
     return service
 
 
+def _cwd_importable() -> None:
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory's modules
+
+
 def _load_target(target: str) -> Callable[..., Any]:
     module_name, sep, attribute = target.partition(":")
     parts = [*module_name.split("."), *attribute.split(".")]
     if not sep or not all(p.isidentifier() for p in parts):
         raise UsageError(f"TARGET must be package.module:factory (got TARGET={target!r})")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory's modules
+    _cwd_importable()
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
@@ -350,7 +384,8 @@ def _serve(service: _Service, config: ServiceConfig, title: str, out: TextIO, pr
         )
     except (TypeError, ValueError) as exc:
         for manager in service.managers:  # a factory may have started it already
-            manager.stop(config.shutdown_timeout)
+            with contextlib.suppress(TimeoutError):
+                manager.stop(config.shutdown_timeout)
         raise UsageError(str(exc)) from None
     began = time.monotonic()
     with runner.handling_signals():
@@ -433,8 +468,14 @@ def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     if args.command is None:
         args = parser.parse_args(["demo"])
     prog = f"{_PROG} {args.command}"
+    if args.command in ("worker", "dead-letters"):
+        _cwd_importable()
+    if args.command == "dead-letters":
+        return _distributed(prog, lambda d: d.main(["dead-letters", *(argv or sys.argv[1:])[1:]]))
     try:
         config = _configure(args)
+        if args.command == "worker":
+            return _distributed(prog, lambda d: _run_worker(d, config, args))
         with _logging_to_stderr(config):
             if args.command == "demo":
                 service = _demo_service(config, args)
@@ -448,6 +489,38 @@ def cli(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     except Failure as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _distributed(prog: str, command: Callable[[Any], int]) -> int:
+    """Run a command of ``tasker.distributed``; its extra may not be installed."""
+    try:
+        import tasker.distributed as distributed
+    except ImportError as exc:
+        print(
+            f"{prog}: error: needs the redis extra: pip install 'tasker-pool[redis]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    return command(distributed)
+
+
+def _run_worker(distributed: Any, config: ServiceConfig, args: argparse.Namespace) -> int:
+    try:
+        app = distributed.load_app(args.target)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return int(
+        distributed.run_worker(
+            app,
+            queues=args.queues.split(",") if args.queues else None,
+            workers=config.workers,
+            max_workers=config.max_workers,
+            prefetch=args.prefetch,
+            metrics_port=config.metrics_port,
+            metrics_host=config.metrics_host,
+            shutdown_timeout=config.shutdown_timeout,
+        )
+    )
 
 
 def _announce(service: _Service, config: ServiceConfig, out: TextIO) -> None:

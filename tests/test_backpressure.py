@@ -163,7 +163,7 @@ def test_submit_waits_for_room_then_proceeds(resources: Resources) -> None:
             submitted.append(m.submit(lambda r: "late"))
             returned.set()
 
-        producer = threading.Thread(target=produce)
+        producer = threading.Thread(target=produce, daemon=True)
         producer.start()
         wait_until(lambda: parked_in_wait(producer), message="submit() did not wait")
         assert not returned.is_set()
@@ -188,7 +188,9 @@ def test_queue_task_waits_for_room_then_returns_the_result(resources: Resources)
         gate.wait_entered(1)
         m.submit(lambda r: None)
         results: list[str] = []
-        caller = threading.Thread(target=lambda: results.append(m.queue_task(lambda r: "done")))
+        caller = threading.Thread(
+            target=lambda: results.append(m.queue_task(lambda r: "done")), daemon=True
+        )
         caller.start()
         wait_until(lambda: parked_in_wait(caller))
         assert results == []
@@ -211,7 +213,7 @@ def test_each_task_leaving_the_queue_lets_one_blocked_producer_in(resources: Res
             with lock:
                 handles.append(handle)
 
-        producers = [threading.Thread(target=produce) for _ in range(4)]
+        producers = [threading.Thread(target=produce, daemon=True) for _ in range(4)]
         for producer in producers:
             producer.start()
         for producer in producers:

@@ -135,14 +135,16 @@ def test_queue_task_with_priority_jumps_the_waiting_main_tasks(resources: Resour
         main = [m.submit(recorder.task(f"m{i}")) for i in range(3)]
         callers = [
             threading.Thread(
-                target=lambda: results.append(m.queue_task_with_priority(recorder.task("p1")))
+                target=lambda: results.append(m.queue_task_with_priority(recorder.task("p1"))),
+                daemon=True,
             )
         ]
         callers[0].start()
         wait_until(lambda: m.stats().priority_tasks == 1)
         callers.append(
             threading.Thread(
-                target=lambda: results.append(m.queue_task_with_priority_once(recorder.task("p2")))
+                target=lambda: results.append(m.queue_task_with_priority_once(recorder.task("p2"))),
+                daemon=True,
             )
         )
         callers[1].start()

@@ -81,7 +81,8 @@ class Outcome:
     def __init__(self, call: Callable[[], object]) -> None:
         self.value: object = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(call,))
+        # daemon: a failing test must not also hang the interpreter at exit
+        self.thread = threading.Thread(target=self._run, args=(call,), daemon=True)
         self.thread.start()
 
     def _run(self, call: Callable[[], object]) -> None:

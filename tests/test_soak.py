@@ -151,7 +151,7 @@ def test_every_handle_ends_when_a_loaded_manager_is_shut_down_at_a_random_moment
         assert spec.kind in {"ok", "slow", "flaky"}
         return "completed"
 
-    threads = [threading.Thread(target=produce, args=(i,)) for i in range(PRODUCERS)]
+    threads = [threading.Thread(target=produce, args=(i,), daemon=True) for i in range(PRODUCERS)]
     for thread in threads:
         thread.start()
     try:

@@ -95,7 +95,7 @@ def broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
 
 
 class WorkerProcess:
-    """``python -m tasker.distributed worker app_for_tests:app`` in a child process."""
+    """``tasker worker app_for_tests:app`` (as ``python -m tasker``) in a child process."""
 
     def __init__(self, url: str, prefix: str, tmp: Path, *args: str, **env: str) -> None:
         self.log = tmp / f"worker-{uuid.uuid4().hex[:6]}.log"
@@ -108,7 +108,7 @@ class WorkerProcess:
         }
         self._out = self.log.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tasker.distributed", "worker", "app_for_tests:app", *args],
+            [sys.executable, "-m", "tasker", "worker", "app_for_tests:app", *args],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             env=environ,

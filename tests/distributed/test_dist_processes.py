@@ -1,5 +1,5 @@
-"""Across processes on a real Redis: worker processes started the way the CLI starts
-them (``python -m tasker.distributed worker app_for_tests:app``), killed, cut off."""
+"""Across processes on a real Redis: worker processes started with the ``tasker worker``
+command (``python -m tasker worker app_for_tests:app``), killed, cut off."""
 
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def test_a_worker_refuses_forged_messages(
 
 def test_cli_reports_a_bad_target_in_one_line() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tasker.distributed", "worker", "no_such_module:app"],
+        [sys.executable, "-m", "tasker", "worker", "no_such_module:app"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -177,7 +177,7 @@ def test_dead_letters_command_lists_and_redrives(
         "REDIS_URL": redis_url,
         "TEST_PREFIX": prefix,
     }
-    command = [sys.executable, "-m", "tasker.distributed", "dead-letters", "app_for_tests:app"]
+    command = [sys.executable, "-m", "tasker", "dead-letters", "app_for_tests:app"]
     listed = subprocess.run(
         command, capture_output=True, text=True, env=env, timeout=30, check=True
     )
@@ -186,3 +186,29 @@ def test_dead_letters_command_lists_and_redrives(
         [*command, "--redrive"], capture_output=True, text=True, env=env, timeout=30, check=True
     )
     assert "re-drove 1 dead letters" in redriven.stdout
+
+
+def test_worker_command_takes_the_tasker_environment_configuration(
+    app: App, worker_process: Any
+) -> None:
+    worker = worker_process(TASKER_WORKERS="3", TASKER_MAX_WORKERS="3").wait_ready()
+    handles = [app.enqueue("slow", {"seconds": 1.0, "n": i}) for i in range(4)]
+    wait_until(lambda: sum(h.status().value == "running" for h in handles) == 3)
+    # Three workers and no more: the fourth waits until one of them is free.
+    assert [h.status().value for h in handles].count("running") == 3
+    assert sorted(h.result(timeout=20)["n"] for h in handles) == [0, 1, 2, 3]
+    stop(worker)
+
+
+def test_worker_command_refuses_a_bad_variable_in_one_line(redis_url: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tasker", "worker", "app_for_tests:app"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "TASKER_WORKERS": "many", "REDIS_URL": redis_url},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "TASKER_WORKERS must be an integer >= 1 (got TASKER_WORKERS='many')" in done.stderr
