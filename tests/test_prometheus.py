@@ -141,3 +141,13 @@ def test_bad_arguments_are_refused(manager: tasker.TaskManager[object, int]) -> 
         serve_metrics(manager, port=70000)
     with pytest.raises(TypeError, match=r"manager must be a tasker\.TaskManager"):
         TaskerCollector("orders")  # type: ignore[arg-type]
+
+
+def test_server_binds_ipv6_loopback_when_asked(manager: tasker.TaskManager[object, int]) -> None:
+    try:
+        server = serve_metrics(manager, host="::1")
+    except OSError as exc:  # pragma: no cover - a host without IPv6
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    with server:
+        assert server.url == f"http://[::1]:{server.port}/metrics"
+        assert _key("tasker_busy_workers") in _scrape(server.url)

@@ -639,3 +639,29 @@ def test_program_that_never_stops_its_manager_still_exits() -> None:
     assert created_before >= 4  # 2 pool + 2 workers
     assert destroyed_before == 0
     assert destroyed == created, done.stdout
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_a_shutdown_that_timed_out_is_finished_by_the_last_task_to_end(
+    resources: Resources, how: str
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def stuck(resource: Resource) -> str:
+        started.set()
+        release.wait(LONG)  # ignores cancellation on purpose
+        return "late"
+
+    m: Manager = tasker.TaskManager(
+        resources.create, on_destroy=resources.destroy, workers=1, name=NAME
+    )
+    handle = m.submit(stuck)
+    assert started.wait(LONG)
+    getattr(m, how)(timeout=0)
+    assert resources.live == 2  # the stuck worker's resource and the pooled one
+
+    release.set()  # nobody calls stop() or kill() again
+    assert handle.result(LONG) == "late"
+    wait_until(lambda: resources.live == 0, message="the late finish never cleaned up")
+    wait_until(lambda: not manager_threads(), message=f"left: {manager_threads()}")
+    assert repr(m).startswith(f"<TaskManager {NAME!r} closed")
