@@ -344,6 +344,8 @@ def test_a_killed_worker_leaves_unstarted_messages_for_redelivery(
     handles = [app.enqueue("slow", {"seconds": 0.3, "n": i}) for i in range(4)]
     worker = start_worker(workers=1, max_workers=1, prefetch=3, burst_interval=None)
     wait_until(lambda: worker.stats().unacked == 4)
+    # One runs (and is acknowledged when it returns); three wait unstarted in the worker.
+    wait_until(lambda: sum(h.status() is tasker.TaskState.RUNNING for h in handles) == 1)
     worker.kill()
     second = start_worker(workers=4)
     assert sorted(h.result(timeout=15)["n"] for h in handles) == [0, 1, 2, 3]
