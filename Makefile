@@ -29,6 +29,12 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/burst.py
+	$(BIN)/python bench/metrics_cost.py
+	@if $(BIN)/python -c "import redis; redis.Redis(socket_timeout=1).ping()" 2>/dev/null; then \
+		$(BIN)/python bench/distributed.py; \
+	else echo "bench/distributed.py skipped: no Redis on 127.0.0.1:6379"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

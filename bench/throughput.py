@@ -1,7 +1,8 @@
 """Throughput and round-trip latency: tasker against ThreadPoolExecutor, same run.
 
 Batch: submit N no-op tasks, then wait for all of them (tasks/s).
-Round trip: one caller submits one no-op task and waits, repeatedly (p50/p99 us).
+Round trip: one caller submits one no-op task and waits, repeatedly (p50/p99 us),
+the two contenders' samples taken alternately, one by one.
 
 The two contenders alternate within each round and the median over rounds is
 reported, so drift in the machine's load hits both alike.
@@ -33,14 +34,26 @@ def batch(submit: Callable[[], Future[None]], n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def round_trip(submit: Callable[[], Future[None]], n: int) -> tuple[float, float]:
-    samples = []
+def round_trips(
+    submits: dict[str, Callable[[], Future[None]]], n: int
+) -> dict[str, tuple[float, float]]:
+    """p50/p99 round trip (us) of each contender, sampled alternately one by one.
+
+    On a shared VM a wake-up across cores costs ~3x one on the same core, and which one
+    a run gets can change between rounds; pairing the samples gives both contenders the
+    same conditions.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in submits}
     for _ in range(n):
-        start = time.perf_counter()
-        submit().result()
-        samples.append(time.perf_counter() - start)
-    samples.sort()
-    return samples[n // 2] * 1e6, samples[int(n * 0.99)] * 1e6
+        for name, submit in submits.items():
+            start = time.perf_counter()
+            submit().result()
+            samples[name].append(time.perf_counter() - start)
+    out = {}
+    for name, values in samples.items():
+        values.sort()
+        out[name] = (values[n // 2] * 1e6, values[int(n * 0.99)] * 1e6)
+    return out
 
 
 def main() -> None:
@@ -55,26 +68,22 @@ def main() -> None:
         name: {"batch": [], "p50": [], "p99": []} for name in ("tasker", "ThreadPoolExecutor")
     }
     for _ in range(args.rounds):
-        with ThreadPoolExecutor(args.workers) as pool:
-
-            def tpe_submit(pool: ThreadPoolExecutor = pool) -> Future[None]:
-                return pool.submit(_noop)
-
-            tpe_submit().result()  # start its threads outside the timing
-            results["ThreadPoolExecutor"]["batch"].append(batch(tpe_submit, args.tasks))
-            p50, p99 = round_trip(tpe_submit, args.latency_samples)
-            results["ThreadPoolExecutor"]["p50"].append(p50)
-            results["ThreadPoolExecutor"]["p99"].append(p99)
-
         manager: tasker.TaskManager[object, None] = tasker.TaskManager(
             object, workers=args.workers, burst_interval=None
         )
-        with manager:
-            submit = partial(manager.submit, _noop)
-            results["tasker"]["batch"].append(batch(submit, args.tasks))
-            p50, p99 = round_trip(submit, args.latency_samples)
-            results["tasker"]["p50"].append(p50)
-            results["tasker"]["p99"].append(p99)
+        with ThreadPoolExecutor(args.workers) as pool, manager:
+            tpe_submit = partial(pool.submit, _noop)
+            tasker_submit = partial(manager.submit, _noop)
+            tpe_submit().result()  # start the pool's threads outside the timing
+            results["ThreadPoolExecutor"]["batch"].append(batch(tpe_submit, args.tasks))
+            results["tasker"]["batch"].append(batch(tasker_submit, args.tasks))
+            trips = round_trips(
+                {"ThreadPoolExecutor": tpe_submit, "tasker": tasker_submit},
+                args.latency_samples,
+            )
+            for name, (p50, p99) in trips.items():
+                results[name]["p50"].append(p50)
+                results[name]["p99"].append(p99)
 
     med = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in results.items()}
     print(f"{args.tasks} no-op tasks, {args.workers} workers, median of {args.rounds} rounds")

@@ -236,7 +236,11 @@ class TaskHandle(Future[E], Generic[E]):
                 return
             sleeper = _allocate_lock()
             sleeper.acquire()
-            self.__dict__.setdefault("_sleepers", []).append(sleeper)
+            sleepers = self.__dict__.get("_sleepers")
+            if sleepers is None:
+                self._sleepers = [sleeper]
+            else:
+                sleepers.append(sleeper)
         if timeout is None:
             sleeper.acquire()
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from tasker._context import _set_runner
@@ -151,8 +152,11 @@ class Worker(Generic[R]):
         slot = self.slot
         clock = m._clock
         collector = m._collector
+        record_completion = collector.record_completion
         registry = m._registry
         hooks = m._hooks
+        start_hooks, success_hooks = hooks.start_hooks, hooks.success_hooks
+        stamps = _stamps
         while not (slot.retire or q.killed):
             try:
                 handle = prio.popleft() if prio else main.popleft()
@@ -172,8 +176,8 @@ class Worker(Generic[R]):
             handle.attempts += 1
             self.current = handle
             handle._started_at = started = clock()
-            if hooks.start_hooks:
-                hooks.call(hooks.start_hooks, handle)
+            if start_hooks:
+                hooks.call(start_hooks, handle)
             if handle._timeout is not None:
                 outcome = self._run_with_deadline(handle, resource, started)
                 if outcome is not _RAN:
@@ -188,12 +192,12 @@ class Worker(Generic[R]):
             else:
                 self.current = None
                 handle._finished_at = finished = clock()
-                collector.record_completion(TaskTimestamps(handle._queued_at, started, finished))
+                record_completion(stamps((handle._queued_at, started, finished)))
                 # Bookkeeping before set_result: the caller it wakes needs the GIL we hold.
                 registry.finished(handle)
                 handle.set_result(result)
-                if hooks.success_hooks:
-                    hooks.call(hooks.success_hooks, handle)
+                if success_hooks:
+                    hooks.call(success_hooks, handle)
         return False
 
     def _run_with_deadline(self, handle: TaskHandle[Any], resource: Any, started: float) -> object:
@@ -281,6 +285,9 @@ class Worker(Generic[R]):
             m._hooks.call(m._hooks.failure_hooks, handle)
         return True
 
+
+# TaskTimestamps(...) without the NamedTuple constructor's argument handling (~2x faster).
+_stamps = partial(tuple.__new__, TaskTimestamps)
 
 _RAN: Any = object()
 _UNHEALTHY: Any = object()
