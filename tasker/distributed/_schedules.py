@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any
 
+from tasker._schedule import parse_cron
+
 if TYPE_CHECKING:
     from tasker.distributed._app import App
 
@@ -33,24 +35,13 @@ def interval_due(interval: float) -> NextDue:
 
 
 def cron_due(expr: str, tz: tzinfo) -> NextDue:
-    try:
-        from cronsim import CronSim, CronSimError
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError(
-            "schedule_cron needs the 'cronsim' package: pip install 'tasker-pool[cron]'"
-        ) from exc
-    if not isinstance(expr, str):
-        raise TypeError(f"expr must be a cron expression string (got expr={expr!r})")
     if not isinstance(tz, tzinfo):
         raise TypeError(f"tz must be a datetime.tzinfo (got tz={tz!r})")
-    try:
-        CronSim(expr, datetime.now(tz))
-    except CronSimError as exc:
-        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from exc
+    cron_sim = parse_cron(expr)  # the local scheduler's check: same errors, same words
 
     def next_due(after: float) -> float:
         start = datetime.fromtimestamp(after, tz=tz) + timedelta(microseconds=1)
-        upcoming: datetime = next(CronSim(expr, start))
+        upcoming: datetime = next(cron_sim(expr, start))
         return upcoming.timestamp()
 
     return next_due
