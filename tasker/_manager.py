@@ -355,16 +355,15 @@ class TaskManager(Generic[R, E]):
     def _refusal(self, what: str) -> ManagerClosed:
         return ManagerClosed(f"task manager {self.name!r} is shutting down: cannot {what}")
 
-    def _handle(
+    def _checked(
         self,
         fn: Callable[[R], E] | Work[R, E],
-        priority: bool,
         once: bool,
         name: str | None,
         timeout: float | None,
         retry: RetryPolicy | None,
-        phase: TaskState | None = TaskState.QUEUED,
-    ) -> TaskHandle[E]:
+    ) -> tuple[Callable[[R], E], str | None, float | None, RetryPolicy | None]:
+        """Check one task's options; return the callable, name, timeout and retry to use."""
         if not callable(fn):
             fn, name = unwrap_work(fn, name)
         if timeout is not None:
@@ -380,10 +379,21 @@ class TaskManager(Generic[R, E]):
                     "once=True (at most one run) cannot be combined with retry= (more runs); "
                     f"got once=True, retry={retry!r}"
                 )
-        if phase is None:  # validation only (a schedule checks its options up front)
-            return None  # type: ignore[return-value]
+        return fn, name, timeout, retry
+
+    def _handle(
+        self,
+        fn: Callable[[R], E] | Work[R, E],
+        priority: bool,
+        once: bool,
+        name: str | None,
+        timeout: float | None,
+        retry: RetryPolicy | None,
+        phase: TaskState = TaskState.QUEUED,
+    ) -> TaskHandle[E]:
+        call, name, timeout, retry = self._checked(fn, once, name, timeout, retry)
         handle: TaskHandle[E] = TaskHandle(
-            fn,
+            call,
             priority=priority,
             once=once,
             prefix=self._prefix,
@@ -526,7 +536,9 @@ class TaskManager(Generic[R, E]):
             raise ValueError("chain needs at least one link (got none)")
         checked = submit_options(options)
         for link in links:
-            self._handle(link, phase=None, **checked)  # validate every link up front
+            self._checked(
+                link, checked["once"], checked["name"], checked["timeout"], checked["retry"]
+            )
         names = ", ".join(link_name(link) for link in links)
         handle: TaskHandle[Any] = TaskHandle(
             _chain_runs_no_code,  # the chain's handle only tracks its links
@@ -695,7 +707,8 @@ class TaskManager(Generic[R, E]):
         options: dict[str, Any],
     ) -> Schedule:
         checked = submit_options(options)
-        self._handle(fn, phase=None, **checked)  # validate now, not at the first run
+        # Check now, not at the first run.
+        self._checked(fn, checked["once"], checked["name"], checked["timeout"], checked["retry"])
         schedule = Schedule(self, fn, checked, next_due, bool(overlap))
         self._lifecycle.add_schedule(schedule)
         return schedule
