@@ -134,10 +134,9 @@ class BurstManager:
         idle_ids = {wid for wid, _ in sample.idle_times}
         spare = sample.active_workers - m._base
         retire = tuple(wid for wid in decision.retire if wid in idle_ids)[: max(spare, 0)]
-        for wid in retire:
-            worker = m._live.get(wid)
-            if worker is not None:
-                m._queue.retire(worker.slot)
+        retire = tuple(
+            wid for wid in retire if (w := m._live.get(wid)) is not None and m._queue.retire(w.slot)
+        )
         if retire:
             m._log.info(
                 "task manager %r scaling down %d -> %d workers (%s)",

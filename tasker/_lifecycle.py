@@ -159,6 +159,9 @@ class Lifecycle:
         if not handle._claim(attempt):
             return  # the run ended first
         m = self._m
+        # Set the worker aside before it can hear about it: told to cancel, the task may
+        # return and the worker exit at once, and it must not take its replacement along.
+        m._set_aside(worker)
         worker.cancelled.set()
         if self._record_timeout is not None:
             self._record_timeout()
@@ -177,7 +180,7 @@ class Lifecycle:
         self.retry_or_fail(
             handle, error, TaskTimestamps(handle._queued_at, handle._started_at, now)
         )
-        m._abandon(worker)
+        m._replace(worker)  # always: the deadline took this worker's place
 
     # -- schedules ------------------------------------------------------------------------
 

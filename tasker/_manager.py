@@ -286,13 +286,11 @@ class TaskManager(Generic[R, E]):
         if replacement is not None:
             self._log.info("worker %s replaced by worker %s", worker.id, replacement.id)
 
-    def _abandon(self, worker: Worker[R]) -> None:
-        """A worker is stuck in a timed-out task: stop counting it and replace it."""
+    def _set_aside(self, worker: Worker[R]) -> None:
+        """A worker is stuck in a timed-out task: stop counting it (replaced by the caller)."""
         with self._lock:
-            if self._live.pop(worker.id, None) is None:
-                return
-            self._abandoned[worker.id] = worker
-        self._replace(worker)
+            if self._live.pop(worker.id, None) is not None:
+                self._abandoned[worker.id] = worker
 
     def _worker_exited(self, worker: Worker[R]) -> None:
         with self._lock:

@@ -216,7 +216,8 @@ class DefaultCollector:
         self._started = clock()
         self._exec = np.zeros(window, dtype=np.float64)
         self._wait = np.zeros(window, dtype=np.float64)
-        self._ended = itertools.count()  # completions + failures; also the ring index
+        self._slots = itertools.count()  # ring index of the next sample
+        self._ended = itertools.count()  # completions + failures, counted once written
         self._failed = itertools.count()
         self._arrived = itertools.count()
         self._retried = itertools.count()
@@ -239,9 +240,10 @@ class DefaultCollector:
     def _sample(self, t: TaskTimestamps) -> None:
         if t.finished_at >= self._snapshots.next_boundary:
             self._cross(t.finished_at)
-        slot = next(self._ended) % self._window
+        slot = next(self._slots) % self._window
         self._exec[slot] = t.finished_at - t.started_at
         self._wait[slot] = t.started_at - t.queued_at
+        next(self._ended)  # after the write: metrics() reads only written samples
 
     def record_completion(self, t: TaskTimestamps) -> None:
         self._sample(t)
@@ -277,9 +279,9 @@ class DefaultCollector:
 
     def metrics(self) -> Metrics:
         now = self._clock()
+        failed = _value(self._failed)  # before ended: a failure counts there first
         ended = _value(self._ended)
         arrived = _value(self._arrived)
-        failed = _value(self._failed)
         n = min(ended, self._window)
         execs = self._exec[:n].copy()
         waits = self._wait[:n].copy()

@@ -200,13 +200,19 @@ class TaskQueue:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def retire(self, slot: IdleSlot) -> None:
-        """Ask the worker owning ``slot`` to exit after its current task."""
+    def retire(self, slot: IdleSlot) -> bool:
+        """Retire the worker owning ``slot`` if it is still idle; True if it was.
+
+        A worker that a producer has just woken for a task is not idle any more: retiring
+        it then would strand that task in the queue.
+        """
         with self._lock:
+            if slot not in self._idle:
+                return False
+            self._idle.remove(slot)
             slot.retire = True
-            if slot in self._idle:
-                self._idle.remove(slot)
-                slot.wake()
+        slot.wake()
+        return True
 
     def close(self, reason: str) -> None:
         """Refuse new tasks; workers drain what is queued, then exit."""

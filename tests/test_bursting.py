@@ -365,3 +365,33 @@ def test_a_backlog_scales_up_to_max_workers_and_back_down_to_base(resources: Res
     assert peak == 4
     assert resources.created >= 4
     assert resources.created == resources.destroyed
+
+
+def test_a_worker_woken_for_a_task_is_not_retired_and_the_task_runs(
+    resources: Resources,
+) -> None:
+    # The sample sees a burst worker idle; before the decision is applied, a task
+    # arrives and wakes exactly that worker (the top of the idle stack). Retiring it then
+    # would leave the task queued while the other worker sleeps.
+    manager = manager_for(resources, workers=1, max_workers=2)
+    handles: list[TaskHandle[str]] = []
+
+    class SubmitThenRetire:
+        def decide(self, sample: ScalingSample) -> ScalingDecision:
+            newest = max(wid for wid, _ in sample.idle_times)
+            handles.append(manager.submit(lambda r: "ran"))
+            return ScalingDecision(retire=(newest,), reason="scripted race")
+
+    try:
+        burst = BurstManager(manager, SubmitThenRetire(), 0.1)
+        adder = Scripted()
+        adder.answer = ScalingDecision(add=1, reason="scripted")
+        BurstManager(manager, adder, 0.1).tick()
+        wait_until(lambda: len(idle_ids(burst)) == 2)
+        applied = burst.tick()
+
+        assert handles[0].result(timeout=10) == "ran"
+        assert applied.retire == ()  # it was not idle any more when the decision came
+        assert manager.stats().active_workers == 2
+    finally:
+        manager.stop()

@@ -362,3 +362,28 @@ def test_kill_with_a_timeout_leaves_an_abandoned_stuck_worker_to_clean_up_when_i
 
         m.kill()  # no timeout: finish the shutdown
         assert resources.created == resources.destroyed == 2
+
+
+def test_a_worker_whose_task_obeys_cancellation_at_once_is_still_replaced(
+    resources: Resources,
+) -> None:
+    # The task returns the moment its timeout sets `cancelled`, so the stuck worker may
+    # exit before the timer has replaced it; the replacement must come all the same.
+    # Repeated: the interleaving differs from run to run.
+    clock = FakeClock()
+    with running(resources, clock, workers=1, max_workers=1) as m:
+        for _ in range(25):
+
+            def obedient(resource: Resource) -> str:
+                context = tasker.current_task()
+                assert context is not None
+                context.cancelled.wait(LONG)
+                return "stopped"
+
+            handle = m.submit(obedient, timeout=1.0)
+            wait_until(lambda h=handle: h.running())
+            clock.advance(1.0)
+            with pytest.raises(tasker.TaskTimeout):
+                handle.result(LONG)
+            assert m.queue_task(lambda r: "next") == "next"  # never stranded, no worker
+            wait_until(lambda: m.stats().active_workers == 1)
