@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -294,5 +293,3 @@ _UNHEALTHY: Any = object()
 _ABANDONED: Any = object()
 _NO_RESOURCE: Any = object()
 _DRAINING_CREATE_ATTEMPTS = 3
-
-Factory = Callable[[], Any]
