@@ -40,6 +40,7 @@ from tasker.distributed._handles import ChainHandle as ChainHandle
 from tasker.distributed._handles import GroupHandle as GroupHandle
 from tasker.distributed._handles import RemoteHandle as RemoteHandle
 from tasker.distributed._memory import MemoryBroker as MemoryBroker
+from tasker.distributed._metrics import WorkerCollector as WorkerCollector
 from tasker.distributed._run import load_app as load_app
 from tasker.distributed._run import main as main
 from tasker.distributed._run import run_worker as run_worker
@@ -50,34 +51,36 @@ from tasker.distributed._worker import WorkerStats as WorkerStats
 if TYPE_CHECKING:
     from tasker.distributed._redis import RedisBroker as RedisBroker
 
-__all__ = [
+# Grouped by concept, not sorted (hence the noqa): the groups are the documentation.
+__all__ = [  # noqa: RUF022
     # the app and its handles
     "App",
-    "BadMessage",
-    # the broker protocol and its implementations
-    "Broker",
-    "BrokerUnavailable",
-    "ChainHandle",
-    "DeadLetter",
-    "Delivery",
-    "GroupHandle",
-    "MemoryBroker",
-    "Outgoing",
-    "Record",
-    "RedisBroker",
-    "RemoteHandle",
-    "RemoteSchedule",
-    # errors
-    "RemoteTaskError",
-    "Settlement",
-    "StoredRecord",
     "Task",
+    "RemoteHandle",
+    "ChainHandle",
+    "GroupHandle",
+    "RemoteSchedule",
     # workers
     "Worker",
     "WorkerStats",
+    "WorkerCollector",
+    "run_worker",
     "load_app",
     "main",
-    "run_worker",
+    # the broker protocol and its implementations
+    "Broker",
+    "Delivery",
+    "Outgoing",
+    "Record",
+    "StoredRecord",
+    "Settlement",
+    "DeadLetter",
+    "MemoryBroker",
+    "RedisBroker",
+    # errors
+    "RemoteTaskError",
+    "BrokerUnavailable",
+    "BadMessage",
 ]
 
 

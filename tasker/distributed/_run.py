@@ -98,9 +98,16 @@ def run_worker(
         worker = app.worker(prefetch=prefetch, **options)
         try:
             if metrics_port is not None:
+                from prometheus_client import CollectorRegistry
+
+                from tasker.distributed._metrics import WorkerCollector
                 from tasker.prometheus import serve_metrics
 
-                server = serve_metrics(worker.manager, port=metrics_port, host=metrics_host)
+                registry = CollectorRegistry(auto_describe=True)
+                registry.register(WorkerCollector(worker))
+                server = serve_metrics(
+                    worker.manager, port=metrics_port, host=metrics_host, registry=registry
+                )
             where = f", metrics at {server.url}" if server is not None else ""
             print(
                 f"worker {worker.name!r} ready: consumer {worker.consumer}, queues "

@@ -212,3 +212,21 @@ def test_worker_command_refuses_a_bad_variable_in_one_line(redis_url: str) -> No
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "TASKER_WORKERS must be an integer >= 1 (got TASKER_WORKERS='many')" in done.stderr
+
+
+def test_worker_command_serves_its_counters_and_its_managers_on_metrics(
+    app: App, worker_process: Any
+) -> None:
+    import re
+    import urllib.request
+
+    worker = worker_process("--metrics-port", "0").wait_ready()
+    assert app.enqueue("add", {"a": 1, "b": 1}).result(timeout=20) == 2
+    url = re.search(r"metrics at (http://\S+/metrics)", worker.output)
+    assert url is not None, worker.output
+    with urllib.request.urlopen(url.group(1), timeout=5) as response:
+        text = response.read().decode()
+    assert "tasker_worker_messages_received_total{" in text
+    assert "tasker_worker_broker_connected{" in text
+    assert "tasker_tasks_completed_total{" in text
+    stop(worker)
