@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from tasker._errors import TaskTimeout
 from tasker._handle import TaskHandle
 from tasker._metrics import TaskTimestamps
+from tasker._retry import retry_wanted
 from tasker._state import TaskState
 from tasker._timer import Timer, TimerEntry
 
@@ -93,22 +94,18 @@ class Lifecycle:
         m = self._m
         handle._last_error = exc
         policy = handle._retry
-        if policy is not None:
-            try:
-                again = policy.wants_retry(exc, handle._retries)
-            except Exception as policy_exc:
-                m._log.warning(
-                    "should_retry raised %r for task %s; not retrying it", policy_exc, handle.id
-                )
-                again = False
-            if again and handle._move(TaskState.RETRYING):
-                handle._retries += 1
-                m._collector.record_retry()
-                if m._hooks.retry_hooks:
-                    m._hooks.call(m._hooks.retry_hooks, handle)
-                delay = policy.delay(handle._retries, self._rng)
-                self._wait_for_retry(handle, stamps.finished_at + delay)
-                return
+        if (
+            policy is not None
+            and retry_wanted(policy, exc, handle._retries, m._log, handle.id)
+            and handle._move(TaskState.RETRYING)
+        ):
+            handle._retries += 1
+            m._collector.record_retry()
+            if m._hooks.retry_hooks:
+                m._hooks.call(m._hooks.retry_hooks, handle)
+            delay = policy.delay(handle._retries, self._rng)
+            self._wait_for_retry(handle, stamps.finished_at + delay)
+            return
         handle._finished_at = stamps.finished_at
         m._collector.record_failure(stamps)
         m._log.debug("task %s failed: %r", handle.id, exc)
@@ -229,11 +226,6 @@ class Lifecycle:
             if entry is not None:
                 entry.cancel()
             self._m._cancel_waiting(handle)
-
-    @property
-    def pending(self) -> int:
-        """Tasks waiting here for a time (scheduled or retrying)."""
-        return len(self.scheduled) + len(self.retrying)
 
     def close(self) -> None:
         self.timer.stop()

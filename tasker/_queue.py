@@ -71,10 +71,6 @@ class TaskQueue:
     def __len__(self) -> int:
         return len(self.prio) + len(self.main)
 
-    @property
-    def idle_workers(self) -> int:
-        return len(self._idle)
-
     # -- producers ------------------------------------------------------------------------
 
     def _wait_for_room(self, need: int, block: bool, timeout: float | None) -> None:
@@ -237,12 +233,6 @@ class TaskQueue:
         while self._idle:
             self._idle.pop().wake()
         self._not_full.notify_all()
-
-    def wake_idle(self) -> None:
-        """Wake every idle worker so it re-checks whether it should exit."""
-        with self._lock:
-            while self._idle:
-                self._idle.pop().wake()
 
     def sweep(self) -> list[Handle]:
         """Take whatever is left after every worker exited (should be nothing)."""

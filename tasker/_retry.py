@@ -12,10 +12,11 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tasker._validate import check_callable, check_int, check_seconds
 
-__all__ = ["RetryPolicy", "RetryStrategy"]
+__all__ = ["RetryPolicy", "RetryStrategy", "retry_wanted"]
 
 
 class RetryStrategy(enum.Enum):
@@ -110,3 +111,20 @@ class RetryPolicy:
         Raises whatever ``should_retry`` raises; the runtime logs that and gives up.
         """
         return retries_done < self.max_retries and bool(self.should_retry(exc))
+
+
+def retry_wanted(
+    policy: RetryPolicy | None,
+    exc: BaseException,
+    retries_done: int,
+    log: Any,
+    task_id: str,
+) -> bool:
+    """Whether a failed run is retried; a ``should_retry`` that raises means no (logged)."""
+    if policy is None:
+        return False
+    try:
+        return policy.wants_retry(exc, retries_done)
+    except Exception as policy_exc:
+        log.warning("should_retry raised %r for task %s; not retrying it", policy_exc, task_id)
+        return False

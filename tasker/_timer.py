@@ -51,9 +51,6 @@ class Timer:
         if callable(subscribe):
             subscribe(self.poke)
 
-    def __len__(self) -> int:
-        return sum(1 for _, _, entry in self._heap if not entry.cancelled)
-
     def call_at(self, due: float, callback: Callable[[], object]) -> TimerEntry:
         """Run ``callback`` on the timer thread once the clock reaches ``due``."""
         entry = TimerEntry(due, callback)
@@ -75,13 +72,6 @@ class Timer:
         """Re-check the heap now (the clock jumped)."""
         with self._lock:
             self._wake.notify()
-
-    def take_all(self) -> list[TimerEntry]:
-        """Remove and return every pending entry, in due order (for shutdown)."""
-        with self._lock:
-            entries = [entry for _, _, entry in sorted(self._heap) if not entry.cancelled]
-            self._heap.clear()
-            return entries
 
     def stop(self) -> None:
         """Stop the thread; pending entries are dropped (take them first)."""

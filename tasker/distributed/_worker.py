@@ -40,6 +40,7 @@ from tasker._context import current_task
 from tasker._errors import ManagerClosed
 from tasker._handle import TaskHandle
 from tasker._manager import TaskManager
+from tasker._retry import retry_wanted
 from tasker._validate import check_int, check_seconds
 from tasker.distributed._broker import Delivery, Outgoing, Record, Settlement
 from tasker.distributed._errors import BadMessage, BrokerUnavailable
@@ -448,15 +449,7 @@ class Worker(Generic[R]):
 
         app = self.app
         policy = task.retry
-        again = False
-        if policy is not None:
-            try:
-                again = policy.wants_retry(exc, message.retries)
-            except Exception as policy_exc:
-                self._log.warning(
-                    "should_retry raised %r for task %s; not retrying it", policy_exc, message.id
-                )
-        if again and policy is not None:
+        if policy is not None and retry_wanted(policy, exc, message.retries, self._log, message.id):
             delay = policy.delay(message.retries + 1)
             retry = Message(
                 id=message.id,
